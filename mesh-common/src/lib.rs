@@ -1,0 +1,136 @@
+//! Types shared by the kernel programs (`mesh-ebpf`) and the node agent (`mesh-agent`).
+//!
+//! This is the only place where map keys, map values, map names and the agent's port
+//! numbers are defined, so the two sides cannot drift apart. Everything is `#[repr(C)]`,
+//! `Copy` and free of implicit padding: the kernel compares map keys byte for byte, so
+//! every padding byte is an explicit field that both sides set to zero.
+#![no_std]
+
+/// Outbound capture listener, inside each enrolled pod's network namespace (as ztunnel).
+pub const OUTBOUND_PORT: u16 = 15001;
+/// Inbound plaintext capture listener, inside each enrolled pod's network namespace.
+pub const INBOUND_PLAINTEXT_PORT: u16 = 15006;
+/// HBONE (HTTP/2 CONNECT over mutual TLS). Never steered by `sk_lookup`.
+pub const HBONE_PORT: u16 = 15008;
+/// Admin API.
+pub const ADMIN_PORT: u16 = 15000;
+/// Prometheus metrics.
+pub const METRICS_PORT: u16 = 15020;
+/// Readiness probe.
+pub const READINESS_PORT: u16 = 15021;
+
+/// `AF_INET`, as the kernel reports it in `bpf_sock_addr` / `bpf_sock_ops`.
+pub const FAMILY_INET: u16 = 2;
+/// `AF_INET6`.
+pub const FAMILY_INET6: u16 = 10;
+
+/// Map names (the names of the statics in `mesh-ebpf`, and of their pins).
+pub mod maps {
+    /// `LruHashMap<u64 socket cookie, OrigDst>`: written by `connect4/6` when a connect is
+    /// redirected, read by `sock_ops` once the client socket is established.
+    pub const COOKIE_ORIG_DST: &str = "MESH_COOKIE_DST";
+    /// `LruHashMap<ClientKey, OrigDst>`: written by `sock_ops`, read (and deleted) by the
+    /// agent with the accepted socket's peer address.
+    pub const CLIENT_ORIG_DST: &str = "MESH_CLIENT_DST";
+    /// `HashMap<u16 port (host order), u8>`: destination ports never redirected outbound.
+    pub const EXCLUDED_PORTS: &str = "MESH_EXCL_PORTS";
+    /// `SockHash<InboundKey>`: the agent's 15006 listener for each enrolled pod address.
+    pub const INBOUND_LISTENERS: &str = "MESH_INBOUND";
+    /// `Array<u32, u64>` of counters (see [`crate::counters`]).
+    pub const COUNTERS: &str = "MESH_COUNTERS";
+}
+
+/// Program names (the function names in `mesh-ebpf`).
+pub mod programs {
+    pub const CONNECT4: &str = "mesh_connect4";
+    pub const CONNECT6: &str = "mesh_connect6";
+    pub const SOCK_OPS: &str = "mesh_sock_ops";
+    pub const SK_LOOKUP: &str = "mesh_sk_lookup";
+}
+
+/// Indexes into the [`maps::COUNTERS`] array, counted in the kernel.
+pub mod counters {
+    /// TCP connects redirected to the outbound listener.
+    pub const REDIRECTED: u32 = 0;
+    /// TCP connects left alone: loopback destination or excluded port.
+    pub const PASSED: u32 = 1;
+    /// Established client sockets whose original destination was handed to the agent.
+    pub const HANDED_OVER: u32 = 2;
+    /// Inbound SYNs steered to the agent's inbound listener.
+    pub const STEERED: u32 = 3;
+    /// Size of the counters array.
+    pub const LEN: u32 = 4;
+}
+
+/// An IPv4 or IPv6 address and port as the kernel hands them to programs: addresses in
+/// network byte order (four `u32` words, IPv4 in `addr[0]`), port in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SockAddr {
+    pub addr: [u32; 4],
+    pub port: u16,
+    /// [`FAMILY_INET`] or [`FAMILY_INET6`].
+    pub family: u16,
+}
+
+impl SockAddr {
+    pub const fn v4(addr_be: u32, port: u16) -> Self {
+        SockAddr { addr: [addr_be, 0, 0, 0], port, family: FAMILY_INET }
+    }
+
+    pub const fn v6(addr_be: [u32; 4], port: u16) -> Self {
+        SockAddr { addr: addr_be, port, family: FAMILY_INET6 }
+    }
+}
+
+/// The original destination of a redirected connect.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct OrigDst {
+    pub dst: SockAddr,
+}
+
+/// Identifies the client side of a redirected connection as the agent sees it from the
+/// accepted socket: the pod's network namespace plus the client's local address and port.
+/// The namespace cookie is needed because every pod has its own 127.0.0.1.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ClientKey {
+    pub netns_cookie: u64,
+    pub src: SockAddr,
+    pub _pad: u32,
+}
+
+/// Key of [`maps::INBOUND_LISTENERS`]: an enrolled pod's address (port 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct InboundKey {
+    pub addr: SockAddr,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain `#[repr(C)]` structs of integers with every padding byte spelled out
+    // as a field, so any bit pattern is valid and no byte is uninitialised.
+    unsafe impl aya::Pod for super::SockAddr {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::OrigDst {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ClientKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::InboundKey {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<SockAddr>(), 16 + 2 + 2);
+        assert_eq!(size_of::<OrigDst>(), 20);
+        assert_eq!(size_of::<ClientKey>(), 8 + 20 + 4);
+        assert_eq!(size_of::<InboundKey>(), 20);
+    }
+}

@@ -1,0 +1,239 @@
+//! The mesh's kernel programs. Each is a thin entry point around a `try_*` function.
+//!
+//! * `mesh_connect4` / `mesh_connect6` (`cgroup/connect4`, `cgroup/connect6`, attached to each
+//!   enrolled pod's cgroup): a TCP connect to a non-loopback destination whose port is not
+//!   excluded is rewritten to the agent's outbound listener in the pod's own namespace
+//!   (127.0.0.1:15001, or [::1]:15001 for native IPv6); the original destination is kept
+//!   under the socket's cookie.
+//! * `mesh_sock_ops` (same cgroups): when such a socket is established, the original
+//!   destination is re-keyed by what the agent can see from its accepted socket: the
+//!   namespace cookie plus the client's local address and port.
+//! * `mesh_sk_lookup` (one link per enrolled pod's network namespace): a SYN to an enrolled
+//!   pod address is handed to the agent's inbound listener, except HBONE (15008) and anything
+//!   arriving on loopback (the agent's own delivery to the application).
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, sk_action},
+    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    macros::{cgroup_sock_addr, map, sk_lookup, sock_ops},
+    maps::{Array, HashMap, LruHashMap, SockHash},
+    programs::{SkLookupContext, SockAddrContext, SockOpsContext},
+    EbpfContext,
+};
+use aya_log_ebpf::{debug, warn};
+use mesh_common::{
+    counters, ClientKey, InboundKey, OrigDst, SockAddr, FAMILY_INET, FAMILY_INET6, HBONE_PORT,
+    OUTBOUND_PORT,
+};
+
+const SOCK_STREAM: u32 = 1;
+const IPPROTO_TCP: u32 = 6;
+/// Interface index of `lo` in every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
+/// 127.0.0.1 in network byte order, as the kernel stores it.
+const LOCALHOST_V4_BE: u32 = u32::from_be_bytes([127, 0, 0, 1]).to_be();
+/// The last word of ::1 in network byte order.
+const LOCALHOST_V6_LAST_BE: u32 = 1u32.to_be();
+/// The third word of an IPv4-mapped IPv6 address (::ffff:a.b.c.d), network byte order.
+const V4_MAPPED_PREFIX_BE: u32 = 0x0000_ffffu32.to_be();
+
+/// Outbound connections in flight: socket cookie -> original destination. LRU, so entries
+/// of sockets that never establish age out instead of filling the map.
+#[map(name = "MESH_COOKIE_DST")]
+static COOKIE_ORIG_DST: LruHashMap<u64, OrigDst> = LruHashMap::pinned(65536, 0);
+
+/// Established redirected connections: client as seen by the agent -> original destination.
+#[map(name = "MESH_CLIENT_DST")]
+static CLIENT_ORIG_DST: LruHashMap<ClientKey, OrigDst> = LruHashMap::pinned(65536, 0);
+
+/// Destination ports that are never redirected.
+#[map(name = "MESH_EXCL_PORTS")]
+static EXCLUDED_PORTS: HashMap<u16, u8> = HashMap::pinned(256, 0);
+
+/// Enrolled pod address -> the agent's inbound plaintext listener in that pod's namespace.
+#[map(name = "MESH_INBOUND")]
+static INBOUND_LISTENERS: SockHash<InboundKey> = SockHash::pinned(4096, 0);
+
+#[map(name = "MESH_COUNTERS")]
+static COUNTERS: Array<u64> = Array::pinned(counters::LEN, 0);
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: the pointer comes from a successful lookup of an array element, valid for
+        // the program's run; a racy increment only loses a count.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+fn is_excluded(port: u16) -> bool {
+    // SAFETY: the value is a plain u8 and only its presence is read.
+    unsafe { EXCLUDED_PORTS.get(&port) }.is_some()
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn mesh_connect4(ctx: SockAddrContext) -> i32 {
+    try_connect4(&ctx);
+    // Always allow the connect; only its destination may have been rewritten.
+    1
+}
+
+fn try_connect4(ctx: &SockAddrContext) {
+    // SAFETY: `sock_addr` is the context pointer the kernel passed to this program.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    if sa.type_ != SOCK_STREAM {
+        return;
+    }
+    let ip_be = sa.user_ip4;
+    let port = u16::from_be(sa.user_port as u16);
+    if u32::from_be(ip_be) >> 24 == 127 || is_excluded(port) {
+        count(counters::PASSED);
+        return;
+    }
+    if !remember(ctx, SockAddr::v4(ip_be, port)) {
+        return;
+    }
+    sa.user_ip4 = LOCALHOST_V4_BE;
+    sa.user_port = u32::from(OUTBOUND_PORT.to_be());
+    count(counters::REDIRECTED);
+    debug!(ctx, "connect4 redirected, original port {}", port);
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
+    try_connect6(&ctx);
+    1
+}
+
+fn try_connect6(ctx: &SockAddrContext) {
+    // SAFETY: `sock_addr` is the context pointer the kernel passed to this program.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    if sa.type_ != SOCK_STREAM {
+        return;
+    }
+    let ip = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
+    let port = u16::from_be(sa.user_port as u16);
+    let v4_mapped = ip[0] == 0 && ip[1] == 0 && ip[2] == V4_MAPPED_PREFIX_BE;
+    let loopback = if v4_mapped {
+        u32::from_be(ip[3]) >> 24 == 127
+    } else {
+        ip[0] == 0 && ip[1] == 0 && ip[2] == 0 && ip[3] == LOCALHOST_V6_LAST_BE
+    };
+    if loopback || is_excluded(port) {
+        count(counters::PASSED);
+        return;
+    }
+    // An IPv4-mapped destination is IPv4 on the wire (connect4 does not see it): record
+    // it as IPv4 and send it to the IPv4 listener through ::ffff:127.0.0.1.
+    let original = if v4_mapped { SockAddr::v4(ip[3], port) } else { SockAddr::v6(ip, port) };
+    if !remember(ctx, original) {
+        return;
+    }
+    if v4_mapped {
+        sa.user_ip6[3] = LOCALHOST_V4_BE;
+    } else {
+        sa.user_ip6 = [0, 0, 0, LOCALHOST_V6_LAST_BE];
+    }
+    sa.user_port = u32::from(OUTBOUND_PORT.to_be());
+    count(counters::REDIRECTED);
+    debug!(ctx, "connect6 redirected, original port {}", port);
+}
+
+/// Records the original destination under the socket cookie. On failure the connect is
+/// left alone (it goes direct) rather than redirected to a listener that could not tell
+/// where it was meant to go.
+#[inline(always)]
+fn remember(ctx: &SockAddrContext, dst: SockAddr) -> bool {
+    // SAFETY: bpf_get_socket_cookie is allowed in cgroup/connect programs and takes the
+    // program's own context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    match COOKIE_ORIG_DST.insert(&cookie, &OrigDst { dst }, u64::from(BPF_ANY)) {
+        Ok(()) => true,
+        Err(_) => {
+            warn!(ctx, "original destination map full; connect not captured");
+            false
+        }
+    }
+}
+
+#[sock_ops]
+pub fn mesh_sock_ops(ctx: SockOpsContext) -> u32 {
+    if ctx.op() == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
+        try_active_established(&ctx);
+    }
+    1
+}
+
+fn try_active_established(ctx: &SockOpsContext) {
+    // SAFETY: both helpers are allowed in sock_ops programs and take its own context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: the map value is plain data, copied out before anything else touches it.
+    let Some(orig) = (unsafe { COOKIE_ORIG_DST.get(&cookie) }).copied() else {
+        return;
+    };
+    let _ = COOKIE_ORIG_DST.remove(&cookie);
+    // SAFETY: as above.
+    let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    let local_port = ctx.local_port() as u16;
+    let src = if ctx.family() == u32::from(FAMILY_INET6) {
+        let ip = ctx.local_ip6();
+        if ip[0] == 0 && ip[1] == 0 && ip[2] == V4_MAPPED_PREFIX_BE {
+            // The agent's IPv4 listener sees this client as plain IPv4.
+            SockAddr::v4(ip[3], local_port)
+        } else {
+            SockAddr::v6(ip, local_port)
+        }
+    } else {
+        SockAddr::v4(ctx.local_ip4(), local_port)
+    };
+    let key = ClientKey { netns_cookie, src, _pad: 0 };
+    if CLIENT_ORIG_DST.insert(&key, &orig, u64::from(BPF_ANY)).is_ok() {
+        count(counters::HANDED_OVER);
+    } else {
+        warn!(ctx, "client map insert failed for local port {}", local_port);
+    }
+}
+
+#[sk_lookup]
+pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
+    try_sk_lookup(&ctx);
+    // SK_PASS either way: with a socket assigned the SYN goes to it, without one the
+    // normal lookup (the application's own listener) runs.
+    sk_action::SK_PASS
+}
+
+fn try_sk_lookup(ctx: &SkLookupContext) {
+    // SAFETY: `lookup` is the context pointer the kernel passed to this program.
+    let lookup = unsafe { &*ctx.lookup };
+    if lookup.protocol != IPPROTO_TCP
+        || lookup.ingress_ifindex == LOOPBACK_IFINDEX
+        || lookup.local_port == u32::from(HBONE_PORT)
+    {
+        return;
+    }
+    let addr = if lookup.family == u32::from(FAMILY_INET6) {
+        let ip = lookup.local_ip6;
+        SockAddr::v6([ip[0], ip[1], ip[2], ip[3]], 0)
+    } else if lookup.family == u32::from(FAMILY_INET) {
+        SockAddr::v4(lookup.local_ip4, 0)
+    } else {
+        return;
+    };
+    let key = InboundKey { addr };
+    if INBOUND_LISTENERS.redirect_sk_lookup(ctx, &key, 0).is_ok() {
+        count(counters::STEERED);
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

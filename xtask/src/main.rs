@@ -1,0 +1,68 @@
+//! Project tasks: `cargo xtask <task>`. See the README for the two commands that matter.
+mod ebpf;
+mod setup;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Project tasks for the mesh")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install everything a fresh Debian machine needs (idempotent; quick when done).
+    Setup,
+    /// Build the eBPF programs for bpfel-unknown-none.
+    BuildEbpf,
+    /// Formatting and clippy checks, as CI runs them.
+    Lint,
+    /// Lint, then the whole test suite (needs root: tests build namespaces and load eBPF).
+    Test {
+        /// Extra arguments passed to `cargo test` after `--`.
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Run the benchmarks (direct vs through the mesh, side by side).
+    Bench {
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Build and start the demo (`mesh-agent demo`).
+    Demo {
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::BuildEbpf => ebpf::build().map(|_| ()),
+        Task::Lint => test::lint(),
+        Task::Test { args } => test::run(&args),
+        Task::Bench { args } => test::run_agent_subcommand("bench", &args),
+        Task::Demo { args } => test::run_agent_subcommand("demo", &args),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| ".".into())
+}
+
+/// Runs a command, failing with the command line if it cannot start or exits non-zero.
+pub fn run_checked(cmd: &mut std::process::Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot start {cmd:?}: {e}"))?;
+    anyhow::ensure!(status.success(), "{cmd:?} failed: {status}");
+    Ok(())
+}

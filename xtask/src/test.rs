@@ -1,0 +1,54 @@
+//! `cargo xtask lint`, `test`, and the agent-backed tasks (`bench`, `demo`).
+use std::process::Command;
+
+use anyhow::{Result, ensure};
+
+use crate::{run_checked, workspace_root};
+
+pub fn lint() -> Result<()> {
+    let root = workspace_root();
+    run_checked(Command::new("cargo").args(["fmt", "--all", "--", "--check"]).current_dir(&root))?;
+    run_checked(
+        Command::new("cargo")
+            .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+            .current_dir(&root),
+    )
+}
+
+pub fn run(extra: &[String]) -> Result<()> {
+    ensure!(
+        nix_is_root(),
+        "the tests create network namespaces and load eBPF programs: run them as root"
+    );
+    lint()?;
+    let root = workspace_root();
+    run_checked(
+        Command::new("cargo")
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .arg("--")
+            .args(extra)
+            .current_dir(&root),
+    )
+}
+
+/// `bench` and `demo` are subcommands of the agent binary (they reuse its testbed and
+/// data path); build it in release mode and run it.
+pub fn run_agent_subcommand(sub: &str, args: &[String]) -> Result<()> {
+    let root = workspace_root();
+    run_checked(
+        Command::new("cargo")
+            .args(["run", "--release", "--package", "mesh-agent", "--bin", "mesh-agent", "--"])
+            .arg(sub)
+            .args(args)
+            .current_dir(&root),
+    )
+}
+
+fn nix_is_root() -> bool {
+    // `id -u` keeps xtask free of libc bindings.
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
