@@ -16,9 +16,7 @@ fn main() -> anyhow::Result<()> {
     println!("cargo::rerun-if-changed={}", toolchain_file.display());
     let toolchain = std::fs::read_to_string(&toolchain_file)
         .with_context(|| format!("reading {}", toolchain_file.display()))?;
-    let root_dir = ebpf_dir
-        .to_str()
-        .context("mesh-ebpf path is not UTF-8")?;
+    let root_dir = ebpf_dir.to_str().context("mesh-ebpf path is not UTF-8")?;
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "mesh-ebpf",

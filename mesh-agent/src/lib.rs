@@ -1,1 +1,11 @@
+//! The mesh's node agent as a library: the binary (`main.rs`) is a thin CLI over it, and
+//! the integration tests drive the same code.
+#![deny(unsafe_code)]
 
+pub mod agent;
+pub mod api;
+pub mod app;
+pub mod pod;
+pub mod proxy;
+pub mod redirect;
+pub mod telemetry;

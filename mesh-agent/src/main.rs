@@ -1,1 +1,229 @@
-fn main(){}
+//! `mesh-agent`: the node agent and its companion commands.
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use mesh_agent::{
+    agent::{Agent, AgentConfig},
+    api::{client::ApiClient, server},
+    app,
+    pod::PodSpec,
+    redirect,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "mesh-agent",
+    version,
+    about = "Sidecarless service mesh: node agent and tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where one agent keeps its pins, state and API socket.
+#[derive(clap::Args, Clone)]
+struct AgentPaths {
+    /// Agent name: unique per node; names the pin and state directories.
+    #[arg(long, default_value = "node")]
+    name: String,
+    /// Parent of the per-agent bpffs pin directory.
+    #[arg(long, default_value = redirect::DEFAULT_BPFFS_ROOT)]
+    bpffs_root: PathBuf,
+    /// State directory (enrolled pods). Default: /run/mesh-agent/<name>.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Unix socket of the enrollment and status API. Default: <state-dir>/agent.sock.
+    #[arg(long)]
+    api_socket: Option<PathBuf>,
+}
+
+impl AgentPaths {
+    fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/run/mesh-agent").join(&self.name))
+    }
+    fn api_socket(&self) -> PathBuf {
+        self.api_socket
+            .clone()
+            .unwrap_or_else(|| self.state_dir().join("agent.sock"))
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node agent.
+    Run {
+        #[command(flatten)]
+        paths: AgentPaths,
+        /// Destination port never captured outbound (repeatable).
+        #[arg(long = "exclude-port")]
+        exclude_ports: Vec<u16>,
+        /// On exit, detach everything and remove the pins (as `uninstall`).
+        #[arg(long)]
+        cleanup: bool,
+    },
+    /// Remove an agent's pinned programs, maps and links, and its state.
+    Uninstall {
+        #[command(flatten)]
+        paths: AgentPaths,
+    },
+    /// Print a running agent's status as JSON.
+    Status {
+        #[command(flatten)]
+        paths: AgentPaths,
+    },
+    /// Enroll a pod with a running agent (JSON pod spec from a file, or - for stdin).
+    Enroll {
+        #[command(flatten)]
+        paths: AgentPaths,
+        file: PathBuf,
+    },
+    /// Remove a pod from a running agent.
+    Unenroll {
+        #[command(flatten)]
+        paths: AgentPaths,
+        namespace: String,
+        pod: String,
+    },
+    /// Built-in sample workloads.
+    App {
+        #[command(subcommand)]
+        app: AppCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// TCP echo server (half-close aware).
+    Echo {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// HTTP server answering with its name and the caller's address.
+    Http {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        name: String,
+    },
+    /// TCP client: send N pattern bytes to an echo server, half-close, verify the echo.
+    TcpClient {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        bytes: u64,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Also installs the `log` bridge, which carries aya-log's kernel messages.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Run {
+            paths,
+            exclude_ports,
+            cleanup,
+        } => run_agent(paths, exclude_ports, cleanup).await,
+        Command::Uninstall { paths } => {
+            redirect::uninstall(&paths.bpffs_root, &paths.name)
+                .with_context(|| format!("uninstalling agent {}", paths.name))?;
+            match std::fs::remove_dir_all(paths.state_dir()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).context("removing the state directory"),
+            }
+            println!("uninstalled agent {}", paths.name);
+            Ok(())
+        }
+        Command::Status { paths } => {
+            let status = ApiClient::new(paths.api_socket()).status().await?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            Ok(())
+        }
+        Command::Enroll { paths, file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
+            let spec: PodSpec = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a valid pod spec", file.display()))?;
+            ApiClient::new(paths.api_socket()).enroll(&spec).await?;
+            println!("enrolled {}", spec.key());
+            Ok(())
+        }
+        Command::Unenroll {
+            paths,
+            namespace,
+            pod,
+        } => {
+            ApiClient::new(paths.api_socket())
+                .unenroll(&namespace, &pod)
+                .await?;
+            println!("removed {namespace}/{pod}");
+            Ok(())
+        }
+        Command::App { app } => match app {
+            AppCommand::Echo { listen } => app::echo::run(listen).await,
+            AppCommand::Http { listen, name } => app::http::run(listen, name).await,
+            AppCommand::TcpClient { connect, bytes } => {
+                let outcome = app::tcp_client::run(connect, bytes).await?;
+                println!("{}", serde_json::to_string(&outcome)?);
+                anyhow::ensure!(outcome.intact, "echo did not match what was sent");
+                Ok(())
+            }
+        },
+    }
+}
+
+async fn run_agent(paths: AgentPaths, excluded_ports: Vec<u16>, cleanup: bool) -> Result<()> {
+    let config = AgentConfig {
+        name: paths.name.clone(),
+        bpffs_root: paths.bpffs_root.clone(),
+        state_dir: paths.state_dir(),
+        excluded_ports,
+    };
+    let agent: Arc<Agent> = Agent::start(config).await?;
+    let socket = paths.api_socket();
+    let listener = server::bind(&socket)
+        .with_context(|| format!("binding the API socket {}", socket.display()))?;
+    let api = tokio::spawn(server::serve(listener, agent.clone()));
+    tracing::info!(agent = %paths.name, api = %socket.display(), "agent ready");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    api.abort();
+    agent.shutdown().await;
+    let _ = std::fs::remove_file(&socket);
+    if cleanup {
+        redirect::uninstall(&paths.bpffs_root, &paths.name)?;
+        let _ = std::fs::remove_dir_all(paths.state_dir());
+        tracing::info!("removed pins and state");
+    }
+    Ok(())
+}

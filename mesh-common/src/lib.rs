@@ -75,11 +75,19 @@ pub struct SockAddr {
 
 impl SockAddr {
     pub const fn v4(addr_be: u32, port: u16) -> Self {
-        SockAddr { addr: [addr_be, 0, 0, 0], port, family: FAMILY_INET }
+        SockAddr {
+            addr: [addr_be, 0, 0, 0],
+            port,
+            family: FAMILY_INET,
+        }
     }
 
     pub const fn v6(addr_be: [u32; 4], port: u16) -> Self {
-        SockAddr { addr: addr_be, port, family: FAMILY_INET6 }
+        SockAddr {
+            addr: addr_be,
+            port,
+            family: FAMILY_INET6,
+        }
     }
 }
 

@@ -22,6 +22,8 @@ use aya_ebpf::{
     programs::{SkLookupContext, SockAddrContext, SockOpsContext},
     EbpfContext,
 };
+use core::ptr::read_volatile;
+
 use aya_log_ebpf::{debug, warn};
 use mesh_common::{
     counters, ClientKey, InboundKey, OrigDst, SockAddr, FAMILY_INET, FAMILY_INET6, HBONE_PORT,
@@ -206,19 +208,36 @@ pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
 }
 
 fn try_sk_lookup(ctx: &SkLookupContext) {
-    // SAFETY: `lookup` is the context pointer the kernel passed to this program.
-    let lookup = unsafe { &*ctx.lookup };
-    if lookup.protocol != IPPROTO_TCP
-        || lookup.ingress_ifindex == LOOPBACK_IFINDEX
-        || lookup.local_port == u32::from(HBONE_PORT)
-    {
+    let lookup = ctx.lookup;
+    // Each context field is read with its own volatile load: the verifier rejects loads
+    // through a context pointer the compiler has offset and shared between branches.
+    // SAFETY: `lookup` is the context pointer the kernel passed to this program; every
+    // read is a field of it.
+    let (protocol, ifindex, port, family) = unsafe {
+        (
+            read_volatile(&raw const (*lookup).protocol),
+            read_volatile(&raw const (*lookup).ingress_ifindex),
+            read_volatile(&raw const (*lookup).local_port),
+            read_volatile(&raw const (*lookup).family),
+        )
+    };
+    if protocol != IPPROTO_TCP || ifindex == LOOPBACK_IFINDEX || port == u32::from(HBONE_PORT) {
         return;
     }
-    let addr = if lookup.family == u32::from(FAMILY_INET6) {
-        let ip = lookup.local_ip6;
-        SockAddr::v6([ip[0], ip[1], ip[2], ip[3]], 0)
-    } else if lookup.family == u32::from(FAMILY_INET) {
-        SockAddr::v4(lookup.local_ip4, 0)
+    let addr = if family == u32::from(FAMILY_INET6) {
+        // SAFETY: as above.
+        let ip = unsafe {
+            [
+                read_volatile(&raw const (*lookup).local_ip6[0]),
+                read_volatile(&raw const (*lookup).local_ip6[1]),
+                read_volatile(&raw const (*lookup).local_ip6[2]),
+                read_volatile(&raw const (*lookup).local_ip6[3]),
+            ]
+        };
+        SockAddr::v6(ip, 0)
+    } else if family == u32::from(FAMILY_INET) {
+        // SAFETY: as above.
+        SockAddr::v4(unsafe { read_volatile(&raw const (*lookup).local_ip4) }, 0)
     } else {
         return;
     };

@@ -9,7 +9,8 @@ use crate::{run_checked, workspace_root};
 /// The dated nightly the eBPF crate is built with (one line in `mesh-ebpf/nightly-toolchain`).
 pub fn nightly() -> Result<String> {
     let path = workspace_root().join("mesh-ebpf/nightly-toolchain");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     Ok(text.trim().to_string())
 }
 
@@ -21,7 +22,10 @@ pub fn build() -> Result<PathBuf> {
             .arg(format!("+{nightly}"))
             .args(["build", "--package", "mesh-ebpf", "--bins", "--release"])
             .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
-            .env("CARGO_ENCODED_RUSTFLAGS", "-Cdebuginfo=2\x1f-Clink-arg=--btf")
+            .env(
+                "CARGO_ENCODED_RUSTFLAGS",
+                "-Cdebuginfo=2\x1f-Clink-arg=--btf",
+            )
             .current_dir(root.join("mesh-ebpf")),
     )?;
     let object = root.join("target/bpfel-unknown-none/release/mesh-ebpf");

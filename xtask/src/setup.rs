@@ -112,7 +112,10 @@ fn sysroot(toolchain: &str) -> Result<PathBuf> {
         .args(["run", toolchain, "rustc", "--print", "sysroot"])
         .output()
         .context("running rustup")?;
-    ensure!(out.status.success(), "toolchain {toolchain} is not installed");
+    ensure!(
+        out.status.success(),
+        "toolchain {toolchain} is not installed"
+    );
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
@@ -145,7 +148,9 @@ fn ensure_bpf_linker(nightly: &str) -> Result<()> {
     let linker_ok = Command::new("bpf-linker")
         .arg("--version")
         .output()
-        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+        .map(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        })
         .unwrap_or(false);
     if linker_ok && std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         return Ok(());
@@ -171,11 +176,24 @@ fn ensure_bpf_linker(nightly: &str) -> Result<()> {
     for link in [prefix_lib.join(file_name), prefix_lib.join("libLLVM.so")] {
         replace_symlink(&libllvm, &link)?;
     }
-    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM {major} of {nightly} (about 2 minutes)");
+    println!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM {major} of {nightly} (about 2 minutes)"
+    );
     run_checked(
         Command::new("cargo")
-            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force"])
-            .args(["--no-default-features", "--features", &format!("llvm-{major}")])
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--force",
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{major}"),
+            ])
             .env("LLVM_PREFIX", &prefix),
     )?;
     std::fs::write(&stamp, wanted)?;
@@ -191,7 +209,8 @@ fn replace_symlink(target: &Path, link: &Path) -> Result<()> {
 }
 
 fn mounted(fs_type: &str, at: &str) -> Result<bool> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    let mounts =
+        std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
     Ok(mounts.lines().any(|l| {
         let mut f = l.split_whitespace();
         let (_, point, kind) = (f.next(), f.next(), f.next());
@@ -211,7 +230,10 @@ fn ensure_bpffs() -> Result<()> {
 /// Pods are cgroup v2 leaves; cgroup programs attach to them.
 fn ensure_cgroup2() -> Result<()> {
     let mounts = std::fs::read_to_string("/proc/self/mounts")?;
-    if mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("cgroup2")) {
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
+    {
         return Ok(());
     }
     bail!("no cgroup2 file system is mounted; the mesh attaches its programs to cgroup v2")

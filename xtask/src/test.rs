@@ -7,10 +7,21 @@ use crate::{run_checked, workspace_root};
 
 pub fn lint() -> Result<()> {
     let root = workspace_root();
-    run_checked(Command::new("cargo").args(["fmt", "--all", "--", "--check"]).current_dir(&root))?;
     run_checked(
         Command::new("cargo")
-            .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+            .args(["fmt", "--all", "--", "--check"])
+            .current_dir(&root),
+    )?;
+    run_checked(
+        Command::new("cargo")
+            .args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])
             .current_dir(&root),
     )
 }
@@ -37,7 +48,15 @@ pub fn run_agent_subcommand(sub: &str, args: &[String]) -> Result<()> {
     let root = workspace_root();
     run_checked(
         Command::new("cargo")
-            .args(["run", "--release", "--package", "mesh-agent", "--bin", "mesh-agent", "--"])
+            .args([
+                "run",
+                "--release",
+                "--package",
+                "mesh-agent",
+                "--bin",
+                "mesh-agent",
+                "--",
+            ])
             .arg(sub)
             .args(args)
             .current_dir(&root),

@@ -1,0 +1,355 @@
+//! The node agent: owns the kernel programs (`redirect`), the enrolled pods and their
+//! listeners (`proxy`), and the state that lets a restarted agent pick up where it was.
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use mesh_common::{INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
+use serde::Serialize;
+use tokio::{sync::Mutex, task::JoinHandle};
+
+use crate::{
+    pod::{PodKey, PodSockets, PodSpec, PodSpecError},
+    proxy::{PodProxy, inbound, outbound},
+    redirect::{self, KernelCounters, OrigDstTable, ProgramIds, RedirectError, Redirector},
+    telemetry::connections::{ConnectionRecord, ConnectionStats, Totals},
+};
+
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Names this agent's pins and state; unique per node (and per test run).
+    pub name: String,
+    pub bpffs_root: PathBuf,
+    pub state_dir: PathBuf,
+    /// Destination ports never captured outbound.
+    pub excluded_ports: Vec<u16>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error("invalid pod: {0}")]
+    Invalid(#[from] PodSpecError),
+    #[error("pod {0} is already enrolled")]
+    Duplicate(PodKey),
+    #[error("field `ips`: {ip} already belongs to enrolled pod {owner}")]
+    AddressInUse { ip: IpAddr, owner: PodKey },
+    #[error("pod {0} is not enrolled")]
+    NotFound(PodKey),
+    #[error("pod {pod}: {source}")]
+    Kernel { pod: PodKey, source: RedirectError },
+    #[error("pod {pod}: {what}: {source}")]
+    Io {
+        pod: PodKey,
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+impl EnrollError {
+    /// The HTTP status the enrollment API answers with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            EnrollError::Invalid(_) => 400,
+            EnrollError::Duplicate(_) | EnrollError::AddressInUse { .. } => 409,
+            EnrollError::NotFound(_) => 404,
+            EnrollError::Kernel { .. } | EnrollError::Io { .. } => 500,
+        }
+    }
+}
+
+struct EnrolledPod {
+    spec: PodSpec,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for EnrolledPod {
+    fn drop(&mut self) {
+        // Aborting the accept loops drops the listeners; connections in flight finish.
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+pub struct Agent {
+    config: AgentConfig,
+    redirector: Mutex<Redirector>,
+    orig_dst: Arc<OrigDstTable>,
+    program_ids: ProgramIds,
+    pods: Mutex<BTreeMap<PodKey, EnrolledPod>>,
+    stats: Arc<ConnectionStats>,
+}
+
+#[derive(Serialize)]
+pub struct Status {
+    pub agent: String,
+    pub pin_dir: PathBuf,
+    pub programs: ProgramIds,
+    pub kernel: KernelCounters,
+    pub pods: Vec<PodSpec>,
+    pub links: Vec<String>,
+    pub connections: Totals,
+    pub recent: Vec<ConnectionRecord>,
+}
+
+impl Agent {
+    /// Loads (or reuses) the programs and re-enrolls the pods of an earlier run.
+    pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
+        use anyhow::Context as _;
+        std::fs::create_dir_all(&config.state_dir)
+            .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+        let redirector = Redirector::open(&config.bpffs_root, &config.name, &config.excluded_ports)
+            .context("loading the eBPF programs")?;
+        let agent = Arc::new(Agent {
+            orig_dst: redirector.orig_dst_table(),
+            program_ids: redirector.program_ids().clone(),
+            redirector: Mutex::new(redirector),
+            pods: Mutex::new(BTreeMap::new()),
+            stats: Arc::new(ConnectionStats::default()),
+            config,
+        });
+        agent.restore().await;
+        Ok(agent)
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.config.state_dir.join("pods.json")
+    }
+
+    /// Re-enrolls the pods recorded by an earlier run; pods whose namespace or cgroup is
+    /// gone are dropped, and links of pods nobody knows about are removed.
+    async fn restore(&self) {
+        let specs: Vec<PodSpec> = match std::fs::read(self.state_file()) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(file = %self.state_file().display(), error = %e, "ignoring unreadable state file");
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
+        };
+        for spec in specs {
+            let key = spec.key();
+            match self.add_pod(spec).await {
+                Ok(()) => tracing::info!(pod = %key, "re-enrolled pod from the previous run"),
+                Err(e) => {
+                    tracing::warn!(pod = %key, error = %e, "dropping pod of the previous run");
+                    let _ = self.redirector.lock().await.detach_pod(&key.file_name());
+                }
+            }
+        }
+        let known: Vec<String> = self
+            .pods
+            .lock()
+            .await
+            .keys()
+            .map(PodKey::file_name)
+            .collect();
+        let links = self.config.bpffs_root.join(&self.config.name).join("links");
+        if let Ok(entries) = std::fs::read_dir(&links) {
+            let mut redirector = self.redirector.lock().await;
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !known.contains(&name) {
+                    tracing::warn!(pod = %name, "removing links of an unknown pod");
+                    let _ = redirector.detach_pod(&name);
+                }
+            }
+        }
+        self.persist().await;
+    }
+
+    async fn persist(&self) {
+        let specs: Vec<PodSpec> = self
+            .pods
+            .lock()
+            .await
+            .values()
+            .map(|p| p.spec.clone())
+            .collect();
+        if let Err(e) = write_atomically(&self.state_file(), &specs) {
+            tracing::error!(error = %e, "cannot save enrolled pods; a restart would forget them");
+        }
+    }
+
+    pub async fn add_pod(&self, spec: PodSpec) -> Result<(), EnrollError> {
+        spec.validate()?;
+        let key = spec.key();
+        let mut pods = self.pods.lock().await;
+        if pods.contains_key(&key) {
+            return Err(EnrollError::Duplicate(key));
+        }
+        for (owner, pod) in pods.iter() {
+            if let Some(ip) = spec.ips.iter().find(|ip| pod.spec.ips.contains(ip)) {
+                return Err(EnrollError::AddressInUse {
+                    ip: *ip,
+                    owner: owner.clone(),
+                });
+            }
+        }
+        let enrolled = self.enroll(&spec).await?;
+        pods.insert(key.clone(), enrolled);
+        drop(pods);
+        self.persist().await;
+        tracing::info!(pod = %key, ips = ?spec.ips, "pod enrolled");
+        Ok(())
+    }
+
+    async fn enroll(&self, spec: &PodSpec) -> Result<EnrolledPod, EnrollError> {
+        let key = spec.key();
+        let io = |what| {
+            let pod = key.clone();
+            move |source| EnrollError::Io { pod, what, source }
+        };
+        let sockets = PodSockets::start(&spec.netns, format!("pod-{}", spec.name))
+            .map_err(io("entering the pod's network namespace"))?;
+        // Listeners first, programs second: a connect captured before its listener exists
+        // would be refused.
+        let out_v4 = sockets
+            .listen(
+                SocketAddr::new(Ipv4Addr::LOCALHOST.into(), OUTBOUND_PORT),
+                1024,
+            )
+            .await
+            .map_err(io("outbound listener 127.0.0.1:15001"))?;
+        let in_v4 = sockets
+            .listen(
+                SocketAddr::new(Ipv4Addr::LOCALHOST.into(), INBOUND_PLAINTEXT_PORT),
+                1024,
+            )
+            .await
+            .map_err(io("inbound listener 127.0.0.1:15006"))?;
+        // IPv6 listeners only where the namespace has ::1; without them native IPv6
+        // connects are refused, which is what an IPv4-only pod gets anyway.
+        let out_v6 = sockets
+            .listen(
+                SocketAddr::new(Ipv6Addr::LOCALHOST.into(), OUTBOUND_PORT),
+                1024,
+            )
+            .await
+            .ok();
+        let in_v6 = sockets
+            .listen(
+                SocketAddr::new(Ipv6Addr::LOCALHOST.into(), INBOUND_PLAINTEXT_PORT),
+                1024,
+            )
+            .await
+            .ok();
+        let netns_cookie =
+            mesh_testbed::netns::netns_cookie(&out_v4).map_err(io("SO_NETNS_COOKIE"))?;
+
+        let mut redirector = self.redirector.lock().await;
+        let kernel = |source| EnrollError::Kernel {
+            pod: key.clone(),
+            source,
+        };
+        let mut steered = Vec::new();
+        let mut result = Ok(());
+        for ip in &spec.ips {
+            let listener = match (ip, &in_v6) {
+                (IpAddr::V4(_), _) => &in_v4,
+                (IpAddr::V6(_), Some(v6)) => v6,
+                (IpAddr::V6(_), None) => continue,
+            };
+            if let Err(e) = redirector.steer_inbound(*ip, listener) {
+                result = Err(kernel(e));
+                break;
+            }
+            steered.push(*ip);
+        }
+        let pin_name = key.file_name();
+        if result.is_ok() && !redirector.is_attached(&pin_name) {
+            result = redirector
+                .attach_pod(&pin_name, &spec.cgroup, &spec.netns)
+                .map_err(kernel);
+        }
+        if let Err(e) = result {
+            for ip in steered {
+                redirector.unsteer_inbound(ip);
+            }
+            return Err(e);
+        }
+        drop(redirector);
+
+        let proxy = Arc::new(PodProxy {
+            pod: key.to_string(),
+            sockets,
+            netns_cookie,
+            pod_ips: spec.ips.clone(),
+            orig_dst: self.orig_dst.clone(),
+            stats: self.stats.clone(),
+        });
+        let mut tasks = vec![
+            tokio::spawn(outbound::serve(out_v4, proxy.clone())),
+            tokio::spawn(inbound::serve(in_v4, proxy.clone())),
+        ];
+        tasks.extend(out_v6.map(|l| tokio::spawn(outbound::serve(l, proxy.clone()))));
+        tasks.extend(in_v6.map(|l| tokio::spawn(inbound::serve(l, proxy.clone()))));
+        Ok(EnrolledPod {
+            spec: spec.clone(),
+            tasks,
+        })
+    }
+
+    pub async fn remove_pod(&self, key: &PodKey) -> Result<(), EnrollError> {
+        let pod = self
+            .pods
+            .lock()
+            .await
+            .remove(key)
+            .ok_or_else(|| EnrollError::NotFound(key.clone()))?;
+        let mut redirector = self.redirector.lock().await;
+        for ip in &pod.spec.ips {
+            redirector.unsteer_inbound(*ip);
+        }
+        let detached = redirector.detach_pod(&key.file_name());
+        drop(redirector);
+        drop(pod);
+        self.persist().await;
+        detached.map_err(|source| EnrollError::Kernel {
+            pod: key.clone(),
+            source,
+        })?;
+        tracing::info!(pod = %key, "pod removed");
+        Ok(())
+    }
+
+    pub async fn pods(&self) -> Vec<PodSpec> {
+        self.pods
+            .lock()
+            .await
+            .values()
+            .map(|p| p.spec.clone())
+            .collect()
+    }
+
+    pub async fn status(&self) -> Status {
+        let kernel = self.redirector.lock().await.kernel_counters();
+        Status {
+            agent: self.config.name.clone(),
+            pin_dir: self.config.bpffs_root.join(&self.config.name),
+            programs: self.program_ids.clone(),
+            kernel,
+            pods: self.pods().await,
+            links: redirect::attached_links(&self.config.bpffs_root, &self.config.name),
+            connections: self.stats.totals(),
+            recent: self.stats.recent(),
+        }
+    }
+
+    /// Stops every pod's listeners (the kernel programs stay attached unless uninstalled).
+    pub async fn shutdown(&self) {
+        self.pods.lock().await.clear();
+    }
+}
+
+fn write_atomically(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)?;
+    std::fs::rename(tmp, path)
+}

@@ -1,0 +1,17 @@
+//! The agent's local API: JSON over HTTP/1.1 on a unix socket (the CNI plugin, the demo,
+//! the tests and `mesh-agent status` call it; `curl --unix-socket` works too).
+//!
+//! | method and path                      | does                                 |
+//! |--------------------------------------|--------------------------------------|
+//! | `GET /v1/status`                     | programs, counters, pods, connections|
+//! | `GET /v1/pods`                       | enrolled pods                        |
+//! | `POST /v1/pods` (a `PodSpec`)        | enroll a pod: 201, 400, 409, 500     |
+//! | `DELETE /v1/pods/{namespace}/{name}` | remove a pod: 200, 404               |
+pub mod client;
+pub mod server;
+
+/// Error body of every non-2xx answer.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}

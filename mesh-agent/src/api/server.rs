@@ -1,0 +1,130 @@
+//! HTTP/1.1 server for the local API (see the table in `api`).
+use std::{path::Path, sync::Arc};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixListener;
+
+use super::ApiError;
+use crate::{
+    agent::Agent,
+    pod::{PodKey, PodSpec},
+};
+
+/// Requests larger than this are refused (a pod spec is a few hundred bytes).
+const MAX_BODY: usize = 64 * 1024;
+
+/// Binds the socket (replacing a stale one from a previous run) and serves until aborted.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    UnixListener::bind(path)
+}
+
+pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "api accept failed");
+                continue;
+            }
+        };
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(req, agent.clone()));
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "api connection ended with an error");
+            }
+        });
+    }
+}
+
+type Answer = Response<Full<Bytes>>;
+
+async fn handle(
+    req: Request<Incoming>,
+    agent: Arc<Agent>,
+) -> Result<Answer, std::convert::Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let answer = match (&method, segments.as_slice()) {
+        (&Method::GET, ["v1", "status"]) => json(StatusCode::OK, &agent.status().await),
+        (&Method::GET, ["v1", "pods"]) => json(StatusCode::OK, &agent.pods().await),
+        (&Method::POST, ["v1", "pods"]) => match read_json::<PodSpec>(req).await {
+            Ok(spec) => match agent.add_pod(spec).await {
+                Ok(()) => json(StatusCode::CREATED, &serde_json::json!({"enrolled": true})),
+                Err(e) => error(status(e.http_status()), e.to_string()),
+            },
+            Err(answer) => answer,
+        },
+        (&Method::DELETE, ["v1", "pods", namespace, name]) => {
+            let key = PodKey {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            };
+            match agent.remove_pod(&key).await {
+                Ok(()) => json(StatusCode::OK, &serde_json::json!({"removed": true})),
+                Err(e) => error(status(e.http_status()), e.to_string()),
+            }
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: {method} {path}"),
+        ),
+    };
+    Ok(answer)
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Answer> {
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("reading the request body: {e}"),
+            )
+        })?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed pod spec: {e}")))
+}
+
+fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+fn json(code: StatusCode, value: &impl serde::Serialize) -> Answer {
+    match serde_json::to_vec_pretty(value) {
+        Ok(body) => response(code, body),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn error(code: StatusCode, message: String) -> Answer {
+    let body = serde_json::to_vec(&ApiError { error: message }).unwrap_or_default();
+    response(code, body)
+}
+
+fn response(code: StatusCode, body: Vec<u8>) -> Answer {
+    let mut answer = Response::new(Full::new(Bytes::from(body)));
+    *answer.status_mut() = code;
+    answer.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    answer
+}

@@ -1,0 +1,43 @@
+//! `mesh-agent app http --listen ADDR --name NAME`: an HTTP/1.1 server that answers every
+//! request with a small JSON document naming itself and who called (the peer address it
+//! saw), so tests and the demo can see where a request went and from where it came.
+use std::{convert::Infallible, net::SocketAddr};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+pub async fn run(listen: SocketAddr, name: String) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen).await?;
+    tracing::info!(%listen, %name, "http server listening");
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let name = name.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| answer(req, name.clone(), peer));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    name: String,
+    peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = serde_json::json!({
+        "service": name,
+        "path": req.uri().path(),
+        "peer": peer.to_string(),
+    });
+    let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}

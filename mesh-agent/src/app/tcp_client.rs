@@ -1,0 +1,75 @@
+//! `mesh-agent app tcp-client --connect ADDR --bytes N`: a plain TCP client that sends N
+//! bytes of a known pattern, half-closes, reads everything the echo server sends back,
+//! checks it byte for byte and prints one JSON line with what happened.
+use std::{net::SocketAddr, time::Instant};
+
+use serde::Serialize;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+#[derive(Serialize)]
+pub struct Outcome {
+    pub local: String,
+    pub peer: String,
+    pub sent: u64,
+    pub received: u64,
+    /// The echo matched what was sent, and arrived in full.
+    pub intact: bool,
+    pub millis: u128,
+}
+
+/// Byte `i` of the test pattern: not periodic at any power of two, so a dropped or
+/// duplicated chunk shows.
+pub fn pattern_byte(i: u64) -> u8 {
+    (i.wrapping_mul(2654435761) >> 13) as u8 ^ (i % 251) as u8
+}
+
+pub async fn run(connect: SocketAddr, bytes: u64) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let stream = TcpStream::connect(connect).await?;
+    let local = stream.local_addr()?.to_string();
+    let peer = stream.peer_addr()?.to_string();
+    let (mut read, mut write) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut sent = 0u64;
+        while sent < bytes {
+            let n = buf.len().min((bytes - sent) as usize);
+            for (j, b) in buf[..n].iter_mut().enumerate() {
+                *b = pattern_byte(sent + j as u64);
+            }
+            write.write_all(&buf[..n]).await?;
+            sent += n as u64;
+        }
+        // Half-close: the server sees EOF but can still answer.
+        write.shutdown().await?;
+        Ok::<_, std::io::Error>(sent)
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut received = 0u64;
+    let mut intact = true;
+    loop {
+        let n = read.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        if intact {
+            intact = buf[..n]
+                .iter()
+                .enumerate()
+                .all(|(j, b)| *b == pattern_byte(received + j as u64));
+        }
+        received += n as u64;
+    }
+    let sent = writer.await??;
+    Ok(Outcome {
+        local,
+        peer,
+        sent,
+        received,
+        intact: intact && received == sent,
+        millis: started.elapsed().as_millis(),
+    })
+}

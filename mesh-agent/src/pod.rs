@@ -1,0 +1,215 @@
+//! Enrolled pods: what the enrollment API receives, how it is checked, and the per-pod
+//! helper thread that creates sockets inside the pod's network namespace.
+use std::{
+    collections::BTreeMap,
+    fmt, io,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::mpsc,
+};
+
+use mesh_testbed::netns::NetnsHandle;
+use serde::{Deserialize, Serialize};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::oneshot;
+
+/// A pod as the CNI plugin (or the demo, or a test) describes it when enrolling it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PodSpec {
+    pub name: String,
+    pub namespace: String,
+    #[serde(default = "default_service_account")]
+    pub service_account: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The pod's network namespace file, e.g. /var/run/netns/NAME or /proc/PID/ns/net.
+    pub netns: PathBuf,
+    /// The pod's cgroup v2 directory; the capture programs attach here.
+    pub cgroup: PathBuf,
+    /// The pod's addresses; inbound connections to them are captured.
+    pub ips: Vec<IpAddr>,
+}
+
+fn default_service_account() -> String {
+    "default".into()
+}
+
+/// `namespace/name`, the key pods are known by.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PodKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for PodKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl PodKey {
+    /// A file-name-safe form (`namespace_name`) for pin directories.
+    pub fn file_name(&self) -> String {
+        format!("{}_{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodSpecError {
+    #[error("field `{0}` must not be empty")]
+    Empty(&'static str),
+    #[error(
+        "field `{field}`: {value:?} is not a valid Kubernetes name (lowercase letters, digits, '-', '.'; at most 253)"
+    )]
+    BadName { field: &'static str, value: String },
+    #[error("field `netns`: {path}: {source}")]
+    Netns { path: PathBuf, source: io::Error },
+    #[error("field `netns`: {0} is not a network namespace file")]
+    NotNetns(PathBuf),
+    #[error("field `cgroup`: {path}: {source}")]
+    Cgroup { path: PathBuf, source: io::Error },
+    #[error("field `cgroup`: {0} is not a cgroup v2 directory")]
+    NotCgroup2(PathBuf),
+    #[error("field `ips`: at least one pod address is required")]
+    NoIps,
+    #[error("field `ips`: {0} is not a pod address (loopback, unspecified or multicast)")]
+    BadIp(IpAddr),
+}
+
+impl PodSpec {
+    pub fn key(&self) -> PodKey {
+        PodKey {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+
+    /// Checks everything that can be checked before touching the kernel, so a bad request
+    /// fails cleanly and leaves the other pods alone.
+    pub fn validate(&self) -> Result<(), PodSpecError> {
+        check_name("name", &self.name)?;
+        check_name("namespace", &self.namespace)?;
+        check_name("serviceAccount", &self.service_account)?;
+        let netns_meta = std::fs::metadata(&self.netns).map_err(|source| PodSpecError::Netns {
+            path: self.netns.clone(),
+            source,
+        })?;
+        // Namespace files live on nsfs; a regular file or directory is a mistake.
+        if netns_meta.is_dir() || fs_magic(&self.netns) != Some(NSFS_MAGIC) {
+            return Err(PodSpecError::NotNetns(self.netns.clone()));
+        }
+        let cg_meta = std::fs::metadata(&self.cgroup).map_err(|source| PodSpecError::Cgroup {
+            path: self.cgroup.clone(),
+            source,
+        })?;
+        if !cg_meta.is_dir() || fs_magic(&self.cgroup) != Some(CGROUP2_SUPER_MAGIC) {
+            return Err(PodSpecError::NotCgroup2(self.cgroup.clone()));
+        }
+        if self.ips.is_empty() {
+            return Err(PodSpecError::NoIps);
+        }
+        if let Some(ip) = self
+            .ips
+            .iter()
+            .find(|ip| ip.is_loopback() || ip.is_unspecified() || ip.is_multicast())
+        {
+            return Err(PodSpecError::BadIp(*ip));
+        }
+        Ok(())
+    }
+}
+
+fn check_name(field: &'static str, value: &str) -> Result<(), PodSpecError> {
+    if value.is_empty() {
+        return Err(PodSpecError::Empty(field));
+    }
+    let ok = value.len() <= 253
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(PodSpecError::BadName {
+            field,
+            value: value.to_string(),
+        })
+    }
+}
+
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+fn fs_magic(path: &Path) -> Option<i64> {
+    nix::sys::statfs::statfs(path)
+        .ok()
+        .map(|s| s.filesystem_type().0 as i64)
+}
+
+type SocketRequest = (Domain, oneshot::Sender<io::Result<Socket>>);
+
+/// A thread that lives inside one pod's network namespace and creates TCP sockets there
+/// on request. Creating a thread per connection (setns only changes the calling thread)
+/// would cost tens of microseconds; a channel round trip costs a few.
+pub struct PodSockets {
+    requests: mpsc::Sender<SocketRequest>,
+}
+
+impl PodSockets {
+    pub fn start(netns: &Path, thread_name: String) -> io::Result<Self> {
+        let handle = NetnsHandle::open(netns)?;
+        let (tx, rx) = mpsc::channel::<SocketRequest>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || {
+                if let Err(e) = handle.enter() {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+                let _ = ready_tx.send(Ok(()));
+                // Ends when the PodSockets (the only sender) is dropped.
+                for (domain, reply) in rx {
+                    let _ = reply.send(Socket::new(
+                        domain,
+                        Type::STREAM.nonblocking().cloexec(),
+                        Some(Protocol::TCP),
+                    ));
+                }
+            })?;
+        ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("socket thread died"))??;
+        Ok(PodSockets { requests: tx })
+    }
+
+    /// A new, unconnected TCP socket in the pod's namespace, ready for tokio.
+    pub async fn tcp_socket(&self, for_addr: &SocketAddr) -> io::Result<tokio::net::TcpSocket> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send((Domain::for_address(*for_addr), tx))
+            .map_err(|_| io::Error::other("pod socket thread is gone"))?;
+        let socket = rx
+            .await
+            .map_err(|_| io::Error::other("pod socket thread is gone"))??;
+        Ok(tokio::net::TcpSocket::from_std_stream(socket.into()))
+    }
+
+    /// A listening socket in the pod's namespace (created on the helper thread).
+    pub async fn listen(
+        &self,
+        addr: SocketAddr,
+        backlog: u32,
+    ) -> io::Result<tokio::net::TcpListener> {
+        let socket = self.tcp_socket(&addr).await?;
+        socket.set_reuseaddr(true)?;
+        if addr.is_ipv6() {
+            socket2::SockRef::from(&socket).set_only_v6(true)?;
+        }
+        socket.bind(addr)?;
+        socket.listen(backlog)
+    }
+}
