@@ -15,19 +15,19 @@
 #![no_main]
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, sk_action},
     helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::{cgroup_sock_addr, map, sk_lookup, sock_ops},
     maps::{Array, HashMap, LruHashMap, SockHash},
     programs::{SkLookupContext, SockAddrContext, SockOpsContext},
-    EbpfContext,
 };
 use core::ptr::read_volatile;
 
 use aya_log_ebpf::{debug, warn};
 use mesh_common::{
-    counters, ClientKey, InboundKey, OrigDst, SockAddr, FAMILY_INET, FAMILY_INET6, HBONE_PORT,
-    OUTBOUND_PORT,
+    ClientKey, FAMILY_INET, FAMILY_INET6, HBONE_PORT, InboundKey, OUTBOUND_PORT, OrigDst, SockAddr,
+    counters,
 };
 
 const SOCK_STREAM: u32 = 1;
@@ -116,7 +116,12 @@ fn try_connect6(ctx: &SockAddrContext) {
     if sa.type_ != SOCK_STREAM {
         return;
     }
-    let ip = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
+    let ip = [
+        sa.user_ip6[0],
+        sa.user_ip6[1],
+        sa.user_ip6[2],
+        sa.user_ip6[3],
+    ];
     let port = u16::from_be(sa.user_port as u16);
     let v4_mapped = ip[0] == 0 && ip[1] == 0 && ip[2] == V4_MAPPED_PREFIX_BE;
     let loopback = if v4_mapped {
@@ -130,7 +135,11 @@ fn try_connect6(ctx: &SockAddrContext) {
     }
     // An IPv4-mapped destination is IPv4 on the wire (connect4 does not see it): record
     // it as IPv4 and send it to the IPv4 listener through ::ffff:127.0.0.1.
-    let original = if v4_mapped { SockAddr::v4(ip[3], port) } else { SockAddr::v6(ip, port) };
+    let original = if v4_mapped {
+        SockAddr::v4(ip[3], port)
+    } else {
+        SockAddr::v6(ip, port)
+    };
     if !remember(ctx, original) {
         return;
     }
@@ -191,11 +200,21 @@ fn try_active_established(ctx: &SockOpsContext) {
     } else {
         SockAddr::v4(ctx.local_ip4(), local_port)
     };
-    let key = ClientKey { netns_cookie, src, _pad: 0 };
-    if CLIENT_ORIG_DST.insert(&key, &orig, u64::from(BPF_ANY)).is_ok() {
+    let key = ClientKey {
+        netns_cookie,
+        src,
+        _pad: 0,
+    };
+    if CLIENT_ORIG_DST
+        .insert(&key, &orig, u64::from(BPF_ANY))
+        .is_ok()
+    {
         count(counters::HANDED_OVER);
     } else {
-        warn!(ctx, "client map insert failed for local port {}", local_port);
+        warn!(
+            ctx,
+            "client map insert failed for local port {}", local_port
+        );
     }
 }
 

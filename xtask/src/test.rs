@@ -1,4 +1,6 @@
 //! `cargo xtask lint`, `test`, and the agent-backed tasks (`bench`, `demo`).
+//! Both use the default members: `mesh-ebpf` only builds for the BPF target (build.rs
+//! of the agent builds it).
 use std::process::Command;
 
 use anyhow::{Result, ensure};
@@ -35,7 +37,7 @@ pub fn run(extra: &[String]) -> Result<()> {
     let root = workspace_root();
     run_checked(
         Command::new("cargo")
-            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(["test", "--no-fail-fast"])
             .arg("--")
             .args(extra)
             .current_dir(&root),

@@ -22,6 +22,10 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug)]
 pub(crate) struct LabInner {
     pub id: String,
+    /// Held by `Lab::create` for the whole creation and taken first by `cleanup`. Without
+    /// it, a cleanup racing a creation (signal during `create`) could delete names that an
+    /// `ip netns add` still running then creates, leaking them.
+    creating: Mutex<()>,
     resources: Mutex<Resources>,
 }
 
@@ -40,11 +44,16 @@ struct Resources {
 impl LabInner {
     /// Creates the state and registers it so a signal can clean it up.
     pub fn register(id: String) -> Arc<Self> {
-        let inner = Arc::new(Self { id, resources: Mutex::default() });
+        let inner = Arc::new(Self { id, creating: Mutex::new(()), resources: Mutex::default() });
         let mut labs = lock(&REGISTRY);
         labs.retain(|weak| weak.strong_count() > 0);
         labs.push(Arc::downgrade(&inner));
         inner
+    }
+
+    /// Held while creating; see the field.
+    pub fn creating(&self) -> MutexGuard<'_, ()> {
+        lock(&self.creating)
     }
 
     fn resources(&self) -> MutexGuard<'_, Resources> {
@@ -88,6 +97,7 @@ impl LabInner {
 
     /// Tears everything down. Idempotent; never panics; problems go to stderr.
     pub fn cleanup(&self) {
+        let _creating = self.creating();
         let mut res = self.resources();
         if res.cleaned {
             return;
@@ -250,7 +260,8 @@ impl LabChild {
 /// keeps a dropped lab alive.
 static REGISTRY: Mutex<Vec<Weak<LabInner>>> = Mutex::new(Vec::new());
 
-/// Cleans up every live lab in this process. Safe to call at any time and more than once.
+/// Cleans up every live lab in this process (for a custom signal handler, e.g. tokio's).
+/// Safe to call more than once, but it removes labs other threads are still using.
 pub fn cleanup_all_labs() {
     let labs: Vec<_> = lock(&REGISTRY).iter().filter_map(Weak::upgrade).collect();
     for lab in labs {
