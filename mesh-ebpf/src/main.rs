@@ -9,8 +9,11 @@
 //!   destination is re-keyed by what the agent can see from its accepted socket: the
 //!   namespace cookie plus the client's local address and port.
 //! * `mesh_sk_lookup` (one link per enrolled pod's network namespace): a SYN to an enrolled
-//!   pod address is handed to the agent's inbound listener, except HBONE (15008) and anything
-//!   arriving on loopback (the agent's own delivery to the application).
+//!   pod address is handed to the agent's inbound listener, except HBONE (15008), anything
+//!   on loopback, and anything whose source is the destination itself: a connection from
+//!   the pod to its own address, which includes the agent's delivery to the application.
+//!   (Loopback alone does not tell: for a pod's own address the kernel reports the
+//!   interface that carries the address, not `lo`, as the ingress interface.)
 #![no_std]
 #![no_main]
 
@@ -253,10 +256,31 @@ fn try_sk_lookup(ctx: &SkLookupContext) {
                 read_volatile(&raw const (*lookup).local_ip6[3]),
             ]
         };
+        // SAFETY: as above.
+        let remote = unsafe {
+            [
+                read_volatile(&raw const (*lookup).remote_ip6[0]),
+                read_volatile(&raw const (*lookup).remote_ip6[1]),
+                read_volatile(&raw const (*lookup).remote_ip6[2]),
+                read_volatile(&raw const (*lookup).remote_ip6[3]),
+            ]
+        };
+        if remote == ip {
+            return;
+        }
         SockAddr::v6(ip, 0)
     } else if family == u32::from(FAMILY_INET) {
         // SAFETY: as above.
-        SockAddr::v4(unsafe { read_volatile(&raw const (*lookup).local_ip4) }, 0)
+        let (local, remote) = unsafe {
+            (
+                read_volatile(&raw const (*lookup).local_ip4),
+                read_volatile(&raw const (*lookup).remote_ip4),
+            )
+        };
+        if remote == local {
+            return;
+        }
+        SockAddr::v4(local, 0)
     } else {
         return;
     };

@@ -45,7 +45,7 @@ fn main() -> Result<()> {
         Task::BuildEbpf => ebpf::build().map(|_| ()),
         Task::Lint => test::lint(),
         Task::Test { args } => test::run(&args),
-        Task::Bench { args } => test::run_agent_subcommand("bench", &args),
+        Task::Bench { args } => test::bench(&args),
         Task::Demo { args } => test::run_agent_subcommand("demo", &args),
     }
 }

@@ -35,6 +35,13 @@ pub fn run(extra: &[String]) -> Result<()> {
     );
     lint()?;
     let root = workspace_root();
+    // The integration tests run the real `mesh-agent` binary, which `cargo test` alone
+    // does not build (it is another package's binary).
+    run_checked(
+        Command::new("cargo")
+            .args(["build", "--package", "mesh-agent", "--bins"])
+            .current_dir(&root),
+    )?;
     run_checked(
         Command::new("cargo")
             .args(["test", "--no-fail-fast"])

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request};
+pub use hyper::Method;
+use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 

@@ -1,0 +1,3 @@
+fn main() {
+    eprintln!("mesh-bench: not yet");
+}
