@@ -80,3 +80,19 @@ fn nix_is_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
+
+/// `cargo xtask bench`: release builds of the agent and the bench driver, then the driver.
+pub fn bench(args: &[String]) -> Result<()> {
+    let root = workspace_root();
+    run_checked(
+        Command::new("cargo")
+            .args(["build", "--release", "--package", "mesh-agent", "--bins"])
+            .current_dir(&root),
+    )?;
+    run_checked(
+        Command::new("cargo")
+            .args(["run", "--release", "--package", "mesh-tests", "--bin", "mesh-bench", "--"])
+            .args(args)
+            .current_dir(&root),
+    )
+}
