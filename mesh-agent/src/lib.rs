@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod api;
 pub mod app;
+pub mod demo;
 pub mod pod;
 pub mod proxy;
 pub mod redirect;

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use mesh_agent::{
     agent::{Agent, AgentConfig},
     api::{client::ApiClient, server},
-    app,
+    app, demo,
     pod::PodSpec,
     redirect,
 };
@@ -87,6 +87,15 @@ enum Command {
         paths: AgentPaths,
         namespace: String,
         pod: String,
+    },
+    /// The embedded demo: a lab of nodes and pods, agents, sample services, traffic.
+    Demo {
+        /// Where the product page is exposed (host loopback only).
+        #[arg(long, default_value = "127.0.0.1:9080")]
+        listen: SocketAddr,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<u64>,
     },
     /// Built-in sample workloads.
     App {
@@ -184,6 +193,17 @@ async fn run(command: Command) -> Result<()> {
                 .await?;
             println!("removed {namespace}/{pod}");
             Ok(())
+        }
+        Command::Demo { listen, duration } => {
+            anyhow::ensure!(
+                listen.ip().is_loopback(),
+                "--listen must be a loopback address"
+            );
+            demo::run(demo::DemoOptions {
+                listen,
+                duration: duration.map(std::time::Duration::from_secs),
+            })
+            .await
         }
         Command::App { app } => match app {
             AppCommand::Echo { listen } => app::echo::run(listen).await,
