@@ -39,7 +39,10 @@ pub enum EnrollError {
     #[error("pod {0} is not enrolled")]
     NotFound(PodKey),
     #[error("pod {pod}: {source}")]
-    Kernel { pod: PodKey, source: RedirectError },
+    Kernel {
+        pod: PodKey,
+        source: Box<RedirectError>,
+    },
     #[error("pod {pod}: {what}: {source}")]
     Io {
         pod: PodKey,
@@ -246,7 +249,7 @@ impl Agent {
         let mut redirector = self.redirector.lock().await;
         let kernel = |source| EnrollError::Kernel {
             pod: key.clone(),
-            source,
+            source: Box::new(source),
         };
         let mut steered = Vec::new();
         let mut result = Ok(());
@@ -313,7 +316,7 @@ impl Agent {
         self.persist().await;
         detached.map_err(|source| EnrollError::Kernel {
             pod: key.clone(),
-            source,
+            source: Box::new(source),
         })?;
         tracing::info!(pod = %key, "pod removed");
         Ok(())

@@ -146,7 +146,7 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 fn fs_magic(path: &Path) -> Option<i64> {
     nix::sys::statfs::statfs(path)
         .ok()
-        .map(|s| s.filesystem_type().0 as i64)
+        .map(|s| s.filesystem_type().0)
 }
 
 type SocketRequest = (Domain, oneshot::Sender<io::Result<Socket>>);

@@ -68,7 +68,7 @@ async fn handle(
                 Ok(()) => json(StatusCode::CREATED, &serde_json::json!({"enrolled": true})),
                 Err(e) => error(status(e.http_status()), e.to_string()),
             },
-            Err(answer) => answer,
+            Err((code, message)) => error(code, message),
         },
         (&Method::DELETE, ["v1", "pods", namespace, name]) => {
             let key = PodKey {
@@ -88,19 +88,21 @@ async fn handle(
     Ok(answer)
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Answer> {
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, (StatusCode, String)> {
     let body = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
         .map_err(|e| {
-            error(
+            (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("reading the request body: {e}"),
             )
         })?
         .to_bytes();
     serde_json::from_slice(&body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed pod spec: {e}")))
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed pod spec: {e}")))
 }
 
 fn status(code: u16) -> StatusCode {

@@ -248,10 +248,7 @@ impl Redirector {
             .sk_lookup
             .take_link(id)
             .map_err(e(programs::SK_LOOKUP))?;
-        pin(
-            FdLink::try_from(link).map_err(|e| e.to_string()),
-            "sk_lookup",
-        )
+        pin(Ok(FdLink::from(link)), "sk_lookup")
     }
 
     /// Detaches a pod: removing a link's last pin releases the link, which detaches it.
@@ -405,7 +402,7 @@ fn ensure_bpffs(root: &Path) -> Result<(), RedirectError> {
             break;
         }
     }
-    let magic = nix::sys::statfs::statfs(&probe).map(|s| s.filesystem_type().0 as i64);
+    let magic = nix::sys::statfs::statfs(&probe).map(|s| s.filesystem_type().0);
     if magic == Ok(BPF_FS_MAGIC) {
         return Ok(());
     }
