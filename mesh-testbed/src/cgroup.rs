@@ -41,7 +41,10 @@ fn unescape_octal(s: &str) -> String {
         let digits = bytes.get(i + 1..i + 4);
         match digits {
             Some(d) if bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)) => {
-                out.push(d.iter().fold(0u8, |acc, c| acc.wrapping_mul(8) + (c - b'0')));
+                out.push(
+                    d.iter()
+                        .fold(0u8, |acc, c| acc.wrapping_mul(8) + (c - b'0')),
+                );
                 i += 4;
             }
             _ => {
@@ -88,7 +91,10 @@ pub fn kill_all(path: &Path, timeout: Duration) -> io::Result<()> {
             Ok(true) if Instant::now() >= deadline => {
                 return Err(io::Error::new(
                     ErrorKind::TimedOut,
-                    format!("{}: processes still alive after cgroup.kill", path.display()),
+                    format!(
+                        "{}: processes still alive after cgroup.kill",
+                        path.display()
+                    ),
                 ));
             }
             Ok(true) => std::thread::sleep(Duration::from_millis(5)),

@@ -16,7 +16,10 @@ pub(crate) struct Batch {
 
 impl Batch {
     pub fn new(netns: Option<&str>) -> Self {
-        Self { netns: netns.map(str::to_owned), ..Self::default() }
+        Self {
+            netns: netns.map(str::to_owned),
+            ..Self::default()
+        }
     }
 
     pub fn push(&mut self, line: impl Into<String>) {
@@ -44,7 +47,11 @@ impl Batch {
     }
 
     fn describe(&self) -> String {
-        format!("ip {} ({} commands)", self.args().join(" "), self.lines.len())
+        format!(
+            "ip {} ({} commands)",
+            self.args().join(" "),
+            self.lines.len()
+        )
     }
 }
 
@@ -74,7 +81,10 @@ pub(crate) fn run(batch: &Batch) -> Result<(), IpFailure> {
 }
 
 fn spawn(batch: &Batch) -> Result<Child, IpFailure> {
-    let spawn_error = |e: std::io::Error| IpFailure { command: batch.describe(), stderr: e.to_string() };
+    let spawn_error = |e: std::io::Error| IpFailure {
+        command: batch.describe(),
+        stderr: e.to_string(),
+    };
     let mut child = Command::new("ip")
         .args(batch.args())
         .stdin(Stdio::piped())
@@ -98,9 +108,10 @@ fn spawn(batch: &Batch) -> Result<Child, IpFailure> {
 }
 
 fn finish(batch: &Batch, child: Child) -> Result<(), IpFailure> {
-    let output = child
-        .wait_with_output()
-        .map_err(|e| IpFailure { command: batch.describe(), stderr: e.to_string() })?;
+    let output = child.wait_with_output().map_err(|e| IpFailure {
+        command: batch.describe(),
+        stderr: e.to_string(),
+    })?;
     if output.status.success() {
         return Ok(());
     }
@@ -108,10 +119,19 @@ fn finish(batch: &Batch, child: Child) -> Result<(), IpFailure> {
     let command = failed_line(&stderr)
         .and_then(|n| batch.lines.get(n.checked_sub(1)?))
         .map_or_else(|| batch.describe(), |line| batch.describe_line(line));
-    Err(IpFailure { command, stderr: format!("{stderr} ({})", output.status) })
+    Err(IpFailure {
+        command,
+        stderr: format!("{stderr} ({})", output.status),
+    })
 }
 
 /// The 1-based line number in ip's `Command failed -:N` message.
 pub(crate) fn failed_line(stderr: &str) -> Option<usize> {
-    stderr.lines().find_map(|l| l.trim().strip_prefix("Command failed -:")?.trim().parse().ok())
+    stderr.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("Command failed -:")?
+            .trim()
+            .parse()
+            .ok()
+    })
 }

@@ -46,7 +46,10 @@ impl NetnsHandle {
     pub fn open(path: impl AsRef<Path>) -> io::Result<Self> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| with_path(e, "open netns", path))?;
-        Ok(Self { fd: file.into(), path: path.to_owned() })
+        Ok(Self {
+            fd: file.into(),
+            path: path.to_owned(),
+        })
     }
 
     /// The namespace of the calling *thread* (not the process: a helper thread may differ).
@@ -80,13 +83,14 @@ impl NetnsHandle {
     {
         let fd = self.fd.try_clone()?;
         let path = self.path.clone();
-        let thread = std::thread::Builder::new()
-            .name("netns".into())
-            .spawn(move || -> io::Result<T> {
-                setns(&fd, CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| with_path(e.into(), "setns", &path))?;
-                Ok(f())
-            })?;
+        let thread =
+            std::thread::Builder::new()
+                .name("netns".into())
+                .spawn(move || -> io::Result<T> {
+                    setns(&fd, CloneFlags::CLONE_NEWNET)
+                        .map_err(|e| with_path(e.into(), "setns", &path))?;
+                    Ok(f())
+                })?;
         match thread.join() {
             Ok(result) => result,
             Err(panic) => std::panic::resume_unwind(panic),
@@ -132,14 +136,21 @@ pub fn netns_cookie(socket: impl AsFd) -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     if len as usize != std::mem::size_of::<u64>() {
-        return Err(io::Error::other(format!("SO_NETNS_COOKIE returned {len} bytes")));
+        return Err(io::Error::other(format!(
+            "SO_NETNS_COOKIE returned {len} bytes"
+        )));
     }
     Ok(cookie)
 }
 
 /// The cookie of the calling thread's network namespace, read from a throwaway socket.
 pub fn current_netns_cookie() -> io::Result<u64> {
-    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
     netns_cookie(&sock)
 }
 

@@ -34,7 +34,10 @@ pub fn pod_command(
     let mut cmd = Command::new(program);
     let setup = ChildSetup {
         cgroup_procs: cgroup.map(|dir| {
-            OpenOptions::new().write(true).open(dir.join("cgroup.procs")).map(OwnedFd::from)
+            OpenOptions::new()
+                .write(true)
+                .open(dir.join("cgroup.procs"))
+                .map(OwnedFd::from)
         }),
         netns: netns.map(|path| std::fs::File::open(path).map(OwnedFd::from)),
     }
@@ -60,7 +63,10 @@ type Prepared = Result<OwnedFd, i32>;
 impl ChildSetup<io::Result<OwnedFd>> {
     fn into_raw_errors(self) -> ChildSetup<Prepared> {
         let raw = |r: io::Result<OwnedFd>| r.map_err(|e| e.raw_os_error().unwrap_or(libc::EIO));
-        ChildSetup { cgroup_procs: self.cgroup_procs.map(raw), netns: self.netns.map(raw) }
+        ChildSetup {
+            cgroup_procs: self.cgroup_procs.map(raw),
+            netns: self.netns.map(raw),
+        }
     }
 }
 
@@ -68,7 +74,9 @@ impl ChildSetup<Prepared> {
     /// Runs in the child between fork and exec: only async-signal-safe work.
     fn apply(&self) -> io::Result<()> {
         if let Some(procs) = &self.cgroup_procs {
-            let fd = procs.as_ref().map_err(|e| io::Error::from_raw_os_error(*e))?;
+            let fd = procs
+                .as_ref()
+                .map_err(|e| io::Error::from_raw_os_error(*e))?;
             // "0" means "the writing process": no pid formatting needed in the child.
             nix::unistd::write(fd, b"0").map_err(errno)?;
         }

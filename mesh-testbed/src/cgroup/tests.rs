@@ -13,17 +13,26 @@ const PURE_V2: &str = "\
 
 #[test]
 fn finds_hybrid_unified_mount() {
-    assert_eq!(parse_cgroup2_mount(HYBRID), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+    assert_eq!(
+        parse_cgroup2_mount(HYBRID),
+        Some(PathBuf::from("/sys/fs/cgroup/unified"))
+    );
 }
 
 #[test]
 fn finds_pure_v2_mount() {
-    assert_eq!(parse_cgroup2_mount(PURE_V2), Some(PathBuf::from("/sys/fs/cgroup")));
+    assert_eq!(
+        parse_cgroup2_mount(PURE_V2),
+        Some(PathBuf::from("/sys/fs/cgroup"))
+    );
 }
 
 #[test]
 fn no_cgroup2_mount() {
-    assert_eq!(parse_cgroup2_mount("32 31 0:29 / /a rw - cgroup cgroup rw,cpu\n"), None);
+    assert_eq!(
+        parse_cgroup2_mount("32 31 0:29 / /a rw - cgroup cgroup rw,cpu\n"),
+        None
+    );
 }
 
 #[test]

@@ -44,7 +44,11 @@ struct Resources {
 impl LabInner {
     /// Creates the state and registers it so a signal can clean it up.
     pub fn register(id: String) -> Arc<Self> {
-        let inner = Arc::new(Self { id, creating: Mutex::new(()), resources: Mutex::default() });
+        let inner = Arc::new(Self {
+            id,
+            creating: Mutex::new(()),
+            resources: Mutex::default(),
+        });
         let mut labs = lock(&REGISTRY);
         labs.retain(|weak| weak.strong_count() > 0);
         labs.push(Arc::downgrade(&inner));
@@ -282,12 +286,14 @@ pub fn install_signal_cleanup() -> io::Result<()> {
         return Ok(());
     }
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    std::thread::Builder::new().name("lab-signals".into()).spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            cleanup_all_labs();
-            std::process::exit(128 + signal);
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("lab-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                cleanup_all_labs();
+                std::process::exit(128 + signal);
+            }
+        })?;
     *installed = true;
     Ok(())
 }

@@ -18,10 +18,14 @@ const RUN_ID_LEN: usize = 5;
 /// atomic `mkdir`), so a collision costs a retry, never a shared namespace.
 pub fn new_run_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let seed = nanos
         ^ (u64::from(std::process::id()) << 40)
-        ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     base36(splitmix64(seed), RUN_ID_LEN)
 }
 
@@ -118,7 +122,16 @@ pub fn pod_gateway_ipv6(node: usize) -> Ipv6Addr {
 
 /// Pod `p` of node `n`: `fd00:0:0:<n>::<10 + p>/64`.
 pub fn pod_ipv6(node: usize, pod: usize) -> Ipv6Addr {
-    Ipv6Addr::new(0xfd00, 0, 0, dec_as_hex(node), 0, 0, 0, dec_as_hex(10 + pod))
+    Ipv6Addr::new(
+        0xfd00,
+        0,
+        0,
+        dec_as_hex(node),
+        0,
+        0,
+        0,
+        dec_as_hex(10 + pod),
+    )
 }
 
 /// The pods' subnet on node `n`: `fd00:0:0:<n>::/64`.
