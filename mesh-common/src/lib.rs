@@ -27,7 +27,9 @@ pub const FAMILY_INET6: u16 = 10;
 /// Map names (the names of the statics in `mesh-ebpf`, and of their pins).
 pub mod maps {
     /// `LruHashMap<u64 socket cookie, OrigDst>`: written by `connect4/6` when a connect is
-    /// redirected, read by `sock_ops` once the client socket is established.
+    /// redirected, read by `sock_ops` once the client socket is established and by
+    /// `getpeername4/6` for the socket's whole life (socket cookies are never reused; the
+    /// LRU drops entries of closed sockets).
     pub const COOKIE_ORIG_DST: &str = "MESH_COOKIE_DST";
     /// `LruHashMap<ClientKey, OrigDst>`: written by `sock_ops`, read (and deleted) by the
     /// agent with the accepted socket's peer address.
@@ -44,6 +46,8 @@ pub mod maps {
 pub mod programs {
     pub const CONNECT4: &str = "mesh_connect4";
     pub const CONNECT6: &str = "mesh_connect6";
+    pub const GETPEERNAME4: &str = "mesh_getpeername4";
+    pub const GETPEERNAME6: &str = "mesh_getpeername6";
     pub const SOCK_OPS: &str = "mesh_sock_ops";
     pub const SK_LOOKUP: &str = "mesh_sk_lookup";
 }

@@ -5,6 +5,8 @@
 //!   excluded is rewritten to the agent's outbound listener in the pod's own namespace
 //!   (127.0.0.1:15001, or [::1]:15001 for native IPv6); the original destination is kept
 //!   under the socket's cookie.
+//! * `mesh_getpeername4` / `mesh_getpeername6` (same cgroups): the application's
+//!   `getpeername` reports the original destination, not the agent's listener.
 //! * `mesh_sock_ops` (same cgroups): when such a socket is established, the original
 //!   destination is re-keyed by what the agent can see from its accepted socket: the
 //!   namespace cookie plus the client's local address and port.
@@ -173,6 +175,45 @@ fn remember(ctx: &SockAddrContext, dst: SockAddr) -> bool {
     }
 }
 
+/// The application asks who its peer is: answer with the original destination rather
+/// than the agent's listener, as if nothing had been redirected.
+#[cgroup_sock_addr(getpeername4)]
+pub fn mesh_getpeername4(ctx: SockAddrContext) -> i32 {
+    if let Some(orig) = redirected_to(&ctx) {
+        // SAFETY: `sock_addr` is the context pointer the kernel passed to this program.
+        let sa = unsafe { &mut *ctx.sock_addr };
+        if orig.dst.family == FAMILY_INET {
+            sa.user_ip4 = orig.dst.addr[0];
+            sa.user_port = u32::from(orig.dst.port.to_be());
+        }
+    }
+    1
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn mesh_getpeername6(ctx: SockAddrContext) -> i32 {
+    if let Some(orig) = redirected_to(&ctx) {
+        // SAFETY: `sock_addr` is the context pointer the kernel passed to this program.
+        let sa = unsafe { &mut *ctx.sock_addr };
+        sa.user_ip6 = if orig.dst.family == FAMILY_INET {
+            // An IPv6 socket that reached an IPv4 destination sees it v4-mapped.
+            [0, 0, V4_MAPPED_PREFIX_BE, orig.dst.addr[0]]
+        } else {
+            orig.dst.addr
+        };
+        sa.user_port = u32::from(orig.dst.port.to_be());
+    }
+    1
+}
+
+#[inline(always)]
+fn redirected_to(ctx: &SockAddrContext) -> Option<OrigDst> {
+    // SAFETY: bpf_get_socket_cookie is allowed in cgroup/sock_addr programs.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: plain data, copied out at once.
+    unsafe { COOKIE_ORIG_DST.get(&cookie) }.copied()
+}
+
 #[sock_ops]
 pub fn mesh_sock_ops(ctx: SockOpsContext) -> u32 {
     if ctx.op() == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
@@ -188,7 +229,7 @@ fn try_active_established(ctx: &SockOpsContext) {
     let Some(orig) = (unsafe { COOKIE_ORIG_DST.get(&cookie) }).copied() else {
         return;
     };
-    let _ = COOKIE_ORIG_DST.remove(&cookie);
+    // The cookie entry stays: getpeername4/6 answer from it while the socket lives.
     // SAFETY: as above.
     let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
     let local_port = ctx.local_port() as u16;

@@ -28,12 +28,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/me
 /// Kernel ids of the loaded programs: equal before and after an agent restart when the
 /// pinned programs were reused.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct ProgramIds {
-    pub connect4: u32,
-    pub connect6: u32,
-    pub sock_ops: u32,
-    pub sk_lookup: u32,
-}
+#[serde(transparent)]
+pub struct ProgramIds(pub std::collections::BTreeMap<&'static str, u32>);
 
 /// Counters kept by the kernel programs.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -46,8 +42,8 @@ pub struct KernelCounters {
 
 pub struct Redirector {
     dir: PathBuf,
-    connect4: CgroupSockAddr,
-    connect6: CgroupSockAddr,
+    /// connect4/6 and getpeername4/6, with the pin name of their per-pod links.
+    sock_addr: Vec<(&'static str, CgroupSockAddr)>,
     sock_ops: SockOps,
     sk_lookup: SkLookup,
     client_dst: Arc<OrigDstTable>,
@@ -56,9 +52,25 @@ pub struct Redirector {
     ids: ProgramIds,
 }
 
-const ALL_PROGRAMS: [&str; 4] = [
+/// The `cgroup/sock_addr` programs: name, attach type.
+const SOCK_ADDR_PROGRAMS: [(&str, CgroupSockAddrAttachType); 4] = [
+    (programs::CONNECT4, CgroupSockAddrAttachType::Connect4),
+    (programs::CONNECT6, CgroupSockAddrAttachType::Connect6),
+    (
+        programs::GETPEERNAME4,
+        CgroupSockAddrAttachType::GetPeerName4,
+    ),
+    (
+        programs::GETPEERNAME6,
+        CgroupSockAddrAttachType::GetPeerName6,
+    ),
+];
+
+const ALL_PROGRAMS: [&str; 6] = [
     programs::CONNECT4,
     programs::CONNECT6,
+    programs::GETPEERNAME4,
+    programs::GETPEERNAME6,
     programs::SOCK_OPS,
     programs::SK_LOOKUP,
 ];
@@ -93,29 +105,26 @@ impl Redirector {
             tracing::info!(dir = %dir.display(), "reusing pinned programs and maps");
         }
         let program_err = |name| move |source| RedirectError::Program { name, source };
-        let connect4 = CgroupSockAddr::from_pin(
-            prog_pin(&dir, programs::CONNECT4),
-            CgroupSockAddrAttachType::Connect4,
-        )
-        .map_err(program_err(programs::CONNECT4))?;
-        let connect6 = CgroupSockAddr::from_pin(
-            prog_pin(&dir, programs::CONNECT6),
-            CgroupSockAddrAttachType::Connect6,
-        )
-        .map_err(program_err(programs::CONNECT6))?;
+        let mut sock_addr = Vec::new();
+        for (name, attach_type) in SOCK_ADDR_PROGRAMS {
+            let program = CgroupSockAddr::from_pin(prog_pin(&dir, name), attach_type)
+                .map_err(program_err(name))?;
+            sock_addr.push((name, program));
+        }
         let sock_ops = SockOps::from_pin(prog_pin(&dir, programs::SOCK_OPS))
             .map_err(program_err(programs::SOCK_OPS))?;
         let sk_lookup = SkLookup::from_pin(prog_pin(&dir, programs::SK_LOOKUP))
             .map_err(program_err(programs::SK_LOOKUP))?;
         let id = |name, info: Result<aya::programs::ProgramInfo, _>| {
-            info.map(|i| i.id()).map_err(program_err(name))
+            info.map(|i| (name, i.id())).map_err(program_err(name))
         };
-        let ids = ProgramIds {
-            connect4: id(programs::CONNECT4, connect4.info())?,
-            connect6: id(programs::CONNECT6, connect6.info())?,
-            sock_ops: id(programs::SOCK_OPS, sock_ops.info())?,
-            sk_lookup: id(programs::SK_LOOKUP, sk_lookup.info())?,
-        };
+        let mut ids = std::collections::BTreeMap::new();
+        for (name, program) in &sock_addr {
+            ids.extend([id(name, program.info())?]);
+        }
+        ids.extend([id(programs::SOCK_OPS, sock_ops.info())?]);
+        ids.extend([id(programs::SK_LOOKUP, sk_lookup.info())?]);
+        let ids = ProgramIds(ids);
 
         let mut take = |name: &'static str| -> Result<Map, RedirectError> {
             ebpf.take_map(name).ok_or(RedirectError::Map {
@@ -147,8 +156,7 @@ impl Redirector {
 
         Ok(Redirector {
             dir,
-            connect4,
-            connect6,
+            sock_addr,
             sock_ops,
             sk_lookup,
             client_dst: Arc::new(OrigDstTable {
@@ -170,7 +178,7 @@ impl Redirector {
 
     /// True when this pod's programs are still attached from an earlier run.
     pub fn is_attached(&self, pod: &str) -> bool {
-        links_dir(&self.dir, pod).join("sk_lookup").exists()
+        links_dir(&self.dir, pod).join(programs::SK_LOOKUP).exists()
     }
 
     /// Attaches the outbound programs to the pod's cgroup and the inbound program to its
@@ -210,25 +218,13 @@ impl Redirector {
         };
         let e = |name: &'static str| move |source| RedirectError::Program { name, source };
 
-        let id = self
-            .connect4
-            .attach(&cgroup_file, CgroupAttachMode::Single)
-            .map_err(e(programs::CONNECT4))?;
-        let link = self.connect4.take_link(id).map_err(e(programs::CONNECT4))?;
-        pin(
-            FdLink::try_from(link).map_err(|e| e.to_string()),
-            "connect4",
-        )?;
-
-        let id = self
-            .connect6
-            .attach(&cgroup_file, CgroupAttachMode::Single)
-            .map_err(e(programs::CONNECT6))?;
-        let link = self.connect6.take_link(id).map_err(e(programs::CONNECT6))?;
-        pin(
-            FdLink::try_from(link).map_err(|e| e.to_string()),
-            "connect6",
-        )?;
+        for (name, program) in &mut self.sock_addr {
+            let id = program
+                .attach(&cgroup_file, CgroupAttachMode::Single)
+                .map_err(e(name))?;
+            let link = program.take_link(id).map_err(e(name))?;
+            pin(FdLink::try_from(link).map_err(|e| e.to_string()), name)?;
+        }
 
         let id = self
             .sock_ops
@@ -237,7 +233,7 @@ impl Redirector {
         let link = self.sock_ops.take_link(id).map_err(e(programs::SOCK_OPS))?;
         pin(
             FdLink::try_from(link).map_err(|e| e.to_string()),
-            "sock_ops",
+            programs::SOCK_OPS,
         )?;
 
         let id = self
@@ -248,7 +244,7 @@ impl Redirector {
             .sk_lookup
             .take_link(id)
             .map_err(e(programs::SK_LOOKUP))?;
-        pin(Ok(FdLink::from(link)), "sk_lookup")
+        pin(Ok(FdLink::from(link)), programs::SK_LOOKUP)
     }
 
     /// Detaches a pod: removing a link's last pin releases the link, which detaches it.
