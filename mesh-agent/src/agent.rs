@@ -26,6 +26,8 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// Destination ports never captured outbound.
     pub excluded_ports: Vec<u16>,
+    /// Let the kernel programs emit debug-level log records (one per redirect).
+    pub kernel_debug_logs: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,8 +106,14 @@ impl Agent {
         use anyhow::Context as _;
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
-        let redirector = Redirector::open(&config.bpffs_root, &config.name, &config.excluded_ports)
-            .context("loading the eBPF programs")?;
+        let redirector = Redirector::open(
+            &config.bpffs_root,
+            &config.name,
+            &config.excluded_ports,
+            config.kernel_debug_logs,
+        )
+        .context("loading the eBPF programs")?;
+        crate::telemetry::kernel_log::forward(redirector.program_ids());
         let agent = Arc::new(Agent {
             orig_dst: redirector.orig_dst_table(),
             program_ids: redirector.program_ids().clone(),

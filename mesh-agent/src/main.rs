@@ -64,6 +64,10 @@ enum Command {
         /// On exit, detach everything and remove the pins (as `uninstall`).
         #[arg(long)]
         cleanup: bool,
+        /// Let the kernel programs log every redirect (debug level; costs a ring-buffer
+        /// write per connection). Takes effect when the programs are first loaded.
+        #[arg(long)]
+        kernel_debug_logs: bool,
     },
     /// Remove an agent's pinned programs, maps and links, and its state.
     Uninstall {
@@ -153,7 +157,8 @@ async fn run(command: Command) -> Result<()> {
             paths,
             exclude_ports,
             cleanup,
-        } => run_agent(paths, exclude_ports, cleanup).await,
+            kernel_debug_logs,
+        } => run_agent(paths, exclude_ports, cleanup, kernel_debug_logs).await,
         Command::Uninstall { paths } => {
             redirect::uninstall(&paths.bpffs_root, &paths.name)
                 .with_context(|| format!("uninstalling agent {}", paths.name))?;
@@ -218,12 +223,18 @@ async fn run(command: Command) -> Result<()> {
     }
 }
 
-async fn run_agent(paths: AgentPaths, excluded_ports: Vec<u16>, cleanup: bool) -> Result<()> {
+async fn run_agent(
+    paths: AgentPaths,
+    excluded_ports: Vec<u16>,
+    cleanup: bool,
+    kernel_debug_logs: bool,
+) -> Result<()> {
     let config = AgentConfig {
         name: paths.name.clone(),
         bpffs_root: paths.bpffs_root.clone(),
         state_dir: paths.state_dir(),
         excluded_ports,
+        kernel_debug_logs,
     };
     let agent: Arc<Agent> = Agent::start(config).await?;
     let socket = paths.api_socket();

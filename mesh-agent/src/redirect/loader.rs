@@ -86,7 +86,12 @@ fn links_dir(dir: &Path, pod: &str) -> PathBuf {
 impl Redirector {
     /// Opens the agent's pin directory `<root>/<agent>`, loading and pinning the programs
     /// on first use and reusing the pinned ones afterwards.
-    pub fn open(root: &Path, agent: &str, excluded_ports: &[u16]) -> Result<Self, RedirectError> {
+    pub fn open(
+        root: &Path,
+        agent: &str,
+        excluded_ports: &[u16],
+        kernel_debug_logs: bool,
+    ) -> Result<Self, RedirectError> {
         ensure_bpffs(root)?;
         let dir = root.join(agent);
         std::fs::create_dir_all(dir.join("links")).map_err(io_err("creating", &dir))?;
@@ -96,8 +101,12 @@ impl Redirector {
             .all(|name| prog_pin(&dir, name).exists());
 
         // Pinned maps are reused by name from `dir`; the rest are created anew.
+        // Kernel log statements below `info` are skipped in the kernel (aya-log's level
+        // global), so a redirect costs no ring-buffer write unless asked for.
+        let kernel_log_level: u8 = if kernel_debug_logs { 4 } else { 3 };
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&dir)
+            .override_global(aya_log::LEVEL, &kernel_log_level, true)
             .load(OBJECT)?;
         if fresh {
             load_and_pin(&mut ebpf, &dir)?;
