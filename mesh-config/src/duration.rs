@@ -96,7 +96,10 @@ mod tests {
 
     #[test]
     fn parses_istio_forms() {
-        assert_eq!(IstioDuration::parse("7s").ok(), Some(IstioDuration(Duration::from_secs(7))));
+        assert_eq!(
+            IstioDuration::parse("7s").ok(),
+            Some(IstioDuration(Duration::from_secs(7)))
+        );
         assert_eq!(
             IstioDuration::parse("0.5s").ok(),
             Some(IstioDuration(Duration::from_millis(500)))
@@ -109,7 +112,10 @@ mod tests {
             IstioDuration::parse("1h30m").ok(),
             Some(IstioDuration(Duration::from_secs(5400)))
         );
-        assert_eq!(IstioDuration(Duration::from_millis(500)).to_string(), "0.5s");
+        assert_eq!(
+            IstioDuration(Duration::from_millis(500)).to_string(),
+            "0.5s"
+        );
     }
 
     #[test]

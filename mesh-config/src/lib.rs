@@ -42,7 +42,10 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<LoadedConfig, ConfigErrors> {
     load_paths_with(paths, &LoadOptions::default())
 }
 
-pub fn load_paths_with(paths: &[PathBuf], opts: &LoadOptions) -> Result<LoadedConfig, ConfigErrors> {
+pub fn load_paths_with(
+    paths: &[PathBuf],
+    opts: &LoadOptions,
+) -> Result<LoadedConfig, ConfigErrors> {
     let (config, errors) = read_paths(paths, opts);
     if errors.is_empty() {
         Ok(config)

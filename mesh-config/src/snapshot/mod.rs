@@ -1,0 +1,261 @@
+//! The one immutable, plain-data view of the mesh that the agent, waypoint and gateway read.
+//! Maps are `BTreeMap`s so `config-dump` output is sorted and stable; large parts sit behind
+//! `Arc` so an incremental update (one Service's endpoints) copies pointers, not data.
+
+mod build;
+mod vip;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+pub use build::{
+    BuildError, BuildOptions, DATAPLANE_MODE, ISTIO_INJECTION, SERVICE_NAME_LABEL, USE_WAYPOINT,
+    resolve_virtual_service, service_endpoints,
+};
+pub use vip::allocate_vips;
+
+use crate::istio;
+use crate::resolve::Protocol;
+
+/// The mesh's state at one moment.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    /// Namespaces named by any object, with their enrollment.
+    pub namespaces: BTreeMap<String, NamespaceInfo>,
+    /// Kubernetes Services by FQDN (`reviews.default.svc.cluster.local`).
+    pub services: BTreeMap<String, Arc<ServiceInfo>>,
+    /// Workloads (pods, or a Deployment's replicas off-cluster) by `namespace/name`.
+    pub workloads: BTreeMap<String, Arc<Workload>>,
+    /// VirtualServices by the FQDN (or wildcard) of each of their hosts, in creation order.
+    pub routes: BTreeMap<String, Vec<Arc<VirtualServiceRoutes>>>,
+    /// DestinationRules by the FQDN of their host.
+    pub destination_rules: BTreeMap<String, Vec<Arc<DestinationRuleInfo>>>,
+    /// Istio Gateways by `namespace/name`.
+    pub gateways: BTreeMap<String, Arc<GatewayInfo>>,
+    /// ServiceEntries by `namespace/name`.
+    pub service_entries: BTreeMap<String, Arc<ServiceEntryInfo>>,
+    /// PeerAuthentications by `namespace/name`.
+    pub peer_authentications: BTreeMap<String, Arc<PolicyInfo<istio::PeerAuthenticationSpec>>>,
+    /// AuthorizationPolicies by `namespace/name`.
+    pub authorization_policies: BTreeMap<String, Arc<PolicyInfo<istio::AuthorizationPolicySpec>>>,
+    /// Waypoints (Gateways of class `istio-waypoint`) by `namespace/name`.
+    pub waypoints: BTreeMap<String, Arc<WaypointInfo>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NamespaceInfo {
+    pub labels: BTreeMap<String, String>,
+    /// The mesh captures this namespace's pods (unless a pod opts out).
+    pub ambient: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub namespace: String,
+    pub hostname: String,
+    /// The clusterIP, or an address allocated from 198.19.0.0/16.
+    pub vip: IpAddr,
+    pub ports: Vec<ServicePortInfo>,
+    pub selector: BTreeMap<String, String>,
+    pub endpoints: Vec<Endpoint>,
+    /// `istio.io/use-waypoint` of the Service (or its namespace).
+    pub waypoint: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServicePortInfo {
+    pub name: Option<String>,
+    pub port: u16,
+    /// A number, or a named container port.
+    pub target_port: Option<String>,
+    pub protocol: Protocol,
+}
+
+/// One backend of a Service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    /// Absent off-cluster, where the testbed gives each workload its address.
+    pub address: Option<IpAddr>,
+    /// `namespace/name` of the workload, when known.
+    pub workload: Option<String>,
+    /// Labels for subset selection (the workload's).
+    pub labels: BTreeMap<String, String>,
+    pub ready: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Workload {
+    pub name: String,
+    pub namespace: String,
+    pub service_account: String,
+    pub labels: BTreeMap<String, String>,
+    pub address: Option<IpAddr>,
+    /// `Pod`, or the workload kind whose pod template defined it (`Deployment`, ...).
+    pub source: &'static str,
+    /// Captured by the mesh (Istio ambient enrollment).
+    pub ambient: bool,
+    pub container_ports: Vec<ContainerPort>,
+}
+
+impl Workload {
+    /// `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
+    pub fn spiffe_id(&self, trust_domain: &str) -> String {
+        format!(
+            "spiffe://{trust_domain}/ns/{}/sa/{}",
+            self.namespace, self.service_account
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerPort {
+    pub name: Option<String>,
+    pub port: u16,
+}
+
+/// A VirtualService with every host name made fully qualified (hosts, destinations, gateways).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VirtualServiceRoutes {
+    pub name: String,
+    pub namespace: String,
+    pub hosts: Vec<String>,
+    /// `namespace/name` of bound Gateways; `mesh` for the mesh itself (the default).
+    pub gateways: Vec<String>,
+    pub http: Vec<istio::HttpRoute>,
+    pub tls: Vec<istio::TlsRoute>,
+    pub tcp: Vec<istio::TcpRoute>,
+    pub export_to: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DestinationRuleInfo {
+    pub name: String,
+    pub namespace: String,
+    pub host: String,
+    pub traffic_policy: Option<istio::TrafficPolicy>,
+    pub subsets: BTreeMap<String, istio::Subset>,
+    pub export_to: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GatewayInfo {
+    pub name: String,
+    pub namespace: String,
+    pub selector: BTreeMap<String, String>,
+    pub servers: Vec<istio::Server>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceEntryInfo {
+    pub name: String,
+    pub namespace: String,
+    pub hosts: Vec<String>,
+    pub addresses: Vec<String>,
+    pub ports: Vec<ServiceEntryPort>,
+    pub location: istio::Location,
+    pub resolution: istio::Resolution,
+    pub endpoints: Vec<istio::WorkloadEntrySpec>,
+    pub export_to: Vec<String>,
+    pub vip: IpAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceEntryPort {
+    pub number: u32,
+    pub name: Option<String>,
+    pub protocol: Protocol,
+    pub target_port: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyInfo<S> {
+    pub name: String,
+    pub namespace: String,
+    pub spec: S,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WaypointInfo {
+    pub name: String,
+    pub namespace: String,
+    pub listeners: Vec<istio::gateway_api::Listener>,
+}
+
+impl Snapshot {
+    /// The Service behind a host name as a client in `namespace` writes it (`reviews`,
+    /// `reviews.default`, `reviews.default.svc`, or the FQDN).
+    pub fn service_by_host(
+        &self,
+        host: &str,
+        namespace: &str,
+        domain: &str,
+    ) -> Option<&ServiceInfo> {
+        let fqdn = match host.matches('.').count() {
+            0 => format!("{host}.{namespace}.svc.{domain}"),
+            1 => format!("{host}.svc.{domain}"),
+            2 if host.ends_with(".svc") => format!("{host}.{domain}"),
+            _ => host.to_string(),
+        };
+        self.services.get(&fqdn).map(Arc::as_ref)
+    }
+
+    /// The Service (or ServiceEntry host) owning a VIP.
+    pub fn service_by_vip(&self, vip: IpAddr) -> Option<&ServiceInfo> {
+        self.services
+            .values()
+            .find(|s| s.vip == vip)
+            .map(Arc::as_ref)
+    }
+
+    /// The VirtualServices that apply to `fqdn` (exact host first, then wildcards).
+    pub fn routes_for(&self, fqdn: &str) -> Vec<&VirtualServiceRoutes> {
+        if let Some(exact) = self.routes.get(fqdn) {
+            return exact.iter().map(Arc::as_ref).collect();
+        }
+        self.routes
+            .iter()
+            .filter(|(pattern, _)| {
+                pattern.starts_with('*') && crate::resolve::host_matches(pattern, fqdn)
+            })
+            .flat_map(|(_, v)| v.iter().map(Arc::as_ref))
+            .collect()
+    }
+
+    /// A subset of the DestinationRule for `fqdn`.
+    pub fn subset(&self, fqdn: &str, subset: &str) -> Option<&istio::Subset> {
+        self.destination_rules
+            .get(fqdn)?
+            .iter()
+            .find_map(|dr| dr.subsets.get(subset))
+    }
+
+    /// Serializes for `config-dump` (sorted keys).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).unwrap_or_else(|e| format!("error: {e}\n"))
+    }
+
+    /// Counts for status output.
+    pub fn summary(&self) -> String {
+        let endpoints: usize = self.services.values().map(|s| s.endpoints.len()).sum();
+        format!(
+            "{} services, {} endpoints, {} workloads, {} route hosts, {} gateways, {} service entries",
+            self.services.len(),
+            endpoints,
+            self.workloads.len(),
+            self.routes.len(),
+            self.gateways.len(),
+            self.service_entries.len()
+        )
+    }
+}
+
+/// The network Service VIPs are allocated from when a Service has no clusterIP (198.19.0.0/16).
+pub const VIP_NET: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 0);
