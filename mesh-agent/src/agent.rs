@@ -11,6 +11,8 @@ use mesh_common::{INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
 use serde::Serialize;
 use tokio::{sync::Mutex, task::JoinHandle};
 
+use mesh_config::{ConfigStore, DirSource, store::StoreStatus};
+
 use crate::{
     pod::{PodKey, PodSockets, PodSpec, PodSpecError},
     proxy::{PodProxy, inbound, outbound},
@@ -28,6 +30,8 @@ pub struct AgentConfig {
     pub excluded_ports: Vec<u16>,
     /// Let the kernel programs emit debug-level log records (one per redirect).
     pub kernel_debug_logs: bool,
+    /// Directory of Kubernetes/Istio YAML to load and watch (None: only `apply`).
+    pub config_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +90,10 @@ pub struct Agent {
     program_ids: ProgramIds,
     pods: Mutex<BTreeMap<PodKey, EnrolledPod>>,
     stats: Arc<ConnectionStats>,
+    /// The mesh configuration; the data path will read its snapshot.
+    config_store: Arc<ConfigStore>,
+    /// Watches `config_dir` while it lives.
+    _config_source: Option<DirSource>,
 }
 
 #[derive(Serialize)]
@@ -98,6 +106,7 @@ pub struct Status {
     pub links: Vec<String>,
     pub connections: Totals,
     pub recent: Vec<ConnectionRecord>,
+    pub config: StoreStatus,
 }
 
 impl Agent {
@@ -114,12 +123,22 @@ impl Agent {
         )
         .context("loading the eBPF programs")?;
         crate::telemetry::kernel_log::forward(redirector.program_ids());
+        let config_store = Arc::new(ConfigStore::default());
+        let config_source = match &config.config_dir {
+            Some(dir) => Some(
+                DirSource::spawn(dir.clone(), config_store.clone())
+                    .with_context(|| format!("watching the config directory {}", dir.display()))?,
+            ),
+            None => None,
+        };
         let agent = Arc::new(Agent {
             orig_dst: redirector.orig_dst_table(),
             program_ids: redirector.program_ids().clone(),
             redirector: Mutex::new(redirector),
             pods: Mutex::new(BTreeMap::new()),
             stats: Arc::new(ConnectionStats::default()),
+            config_store,
+            _config_source: config_source,
             config,
         });
         agent.restore().await;
@@ -350,7 +369,12 @@ impl Agent {
             links: redirect::attached_links(&self.config.bpffs_root, &self.config.name),
             connections: self.stats.totals(),
             recent: self.stats.recent(),
+            config: self.config_store.status(),
         }
+    }
+
+    pub fn config_store(&self) -> &ConfigStore {
+        &self.config_store
     }
 
     /// Stops every pod's listeners (the kernel programs stay attached unless uninstalled).

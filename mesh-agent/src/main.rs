@@ -64,6 +64,9 @@ enum Command {
         /// On exit, detach everything and remove the pins (as `uninstall`).
         #[arg(long)]
         cleanup: bool,
+        /// Directory of Kubernetes and Istio YAML to load and watch for changes.
+        #[arg(long)]
+        config_dir: Option<PathBuf>,
         /// Let the kernel programs log every redirect (debug level; costs a ring-buffer
         /// write per connection). Takes effect when the programs are first loaded.
         #[arg(long)]
@@ -101,11 +104,39 @@ enum Command {
         #[arg(long)]
         duration: Option<u64>,
     },
+    /// Check Kubernetes and Istio YAML files or directories, as `istioctl validate` /
+    /// `analyze` would; non-zero exit with one line per error.
+    Validate {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Print the configuration snapshot: a running agent's, or built from --config paths.
+    ConfigDump {
+        #[command(flatten)]
+        paths: AgentPaths,
+        /// Build from these files or directories instead of asking a running agent.
+        #[arg(long)]
+        config: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "json")]
+        format: DumpFormat,
+    },
+    /// Apply a YAML file to a running agent (what `kubectl apply -f` is to a cluster).
+    Apply {
+        #[command(flatten)]
+        paths: AgentPaths,
+        file: PathBuf,
+    },
     /// Built-in sample workloads.
     App {
         #[command(subcommand)]
         app: AppCommand,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DumpFormat {
+    Json,
+    Yaml,
 }
 
 #[derive(Subcommand)]
@@ -128,6 +159,9 @@ enum AppCommand {
         connect: SocketAddr,
         #[arg(long, default_value_t = 1)]
         bytes: u64,
+        /// Keep the connection open this long after sending, before half-closing.
+        #[arg(long, default_value_t = 0)]
+        hold_ms: u64,
     },
 }
 
@@ -158,7 +192,67 @@ async fn run(command: Command) -> Result<()> {
             exclude_ports,
             cleanup,
             kernel_debug_logs,
-        } => run_agent(paths, exclude_ports, cleanup, kernel_debug_logs).await,
+            config_dir,
+        } => {
+            let config = AgentConfig {
+                name: paths.name.clone(),
+                bpffs_root: paths.bpffs_root.clone(),
+                state_dir: paths.state_dir(),
+                excluded_ports: exclude_ports,
+                kernel_debug_logs,
+                config_dir,
+            };
+            run_agent(paths, config, cleanup).await
+        }
+        Command::Validate { paths } => {
+            let report = mesh_config::validate_paths(&paths);
+            print!("{report}");
+            anyhow::ensure!(
+                report.is_ok(),
+                "{} error(s) in {} object(s)",
+                report.errors.len(),
+                report.objects
+            );
+            println!(
+                "{} object(s) valid, {} warning(s)",
+                report.objects,
+                report.warnings.len()
+            );
+            Ok(())
+        }
+        Command::ConfigDump {
+            paths,
+            config,
+            format,
+        } => {
+            let dump: serde_json::Value = if config.is_empty() {
+                ApiClient::new(paths.api_socket()).config_dump().await?
+            } else {
+                let loaded =
+                    mesh_config::load_paths(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let snapshot =
+                    mesh_config::Snapshot::build(&loaded).map_err(|e| anyhow::anyhow!("{e}"))?;
+                serde_json::from_str(&snapshot.to_json())?
+            };
+            match format {
+                DumpFormat::Json => println!("{}", serde_json::to_string_pretty(&dump)?),
+                DumpFormat::Yaml => print!("{}", serde_saphyr::to_string(&dump)?),
+            }
+            Ok(())
+        }
+        Command::Apply { paths, file } => {
+            let yaml =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "applied.yaml".into());
+            let answer = ApiClient::new(paths.api_socket())
+                .apply_config(&name, yaml)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(())
+        }
         Command::Uninstall { paths } => {
             redirect::uninstall(&paths.bpffs_root, &paths.name)
                 .with_context(|| format!("uninstalling agent {}", paths.name))?;
@@ -213,8 +307,13 @@ async fn run(command: Command) -> Result<()> {
         Command::App { app } => match app {
             AppCommand::Echo { listen } => app::echo::run(listen).await,
             AppCommand::Http { listen, name } => app::http::run(listen, name).await,
-            AppCommand::TcpClient { connect, bytes } => {
-                let outcome = app::tcp_client::run(connect, bytes).await?;
+            AppCommand::TcpClient {
+                connect,
+                bytes,
+                hold_ms,
+            } => {
+                let hold = std::time::Duration::from_millis(hold_ms);
+                let outcome = app::tcp_client::run(connect, bytes, hold).await?;
                 println!("{}", serde_json::to_string(&outcome)?);
                 anyhow::ensure!(outcome.intact, "echo did not match what was sent");
                 Ok(())
@@ -223,19 +322,7 @@ async fn run(command: Command) -> Result<()> {
     }
 }
 
-async fn run_agent(
-    paths: AgentPaths,
-    excluded_ports: Vec<u16>,
-    cleanup: bool,
-    kernel_debug_logs: bool,
-) -> Result<()> {
-    let config = AgentConfig {
-        name: paths.name.clone(),
-        bpffs_root: paths.bpffs_root.clone(),
-        state_dir: paths.state_dir(),
-        excluded_ports,
-        kernel_debug_logs,
-    };
+async fn run_agent(paths: AgentPaths, config: AgentConfig, cleanup: bool) -> Result<()> {
     let agent: Arc<Agent> = Agent::start(config).await?;
     let socket = paths.api_socket();
     let listener = server::bind(&socket)

@@ -76,12 +76,23 @@ impl AgentProcess {
 pub struct Mesh {
     pub lab: Lab,
     pub agents: Vec<AgentProcess>,
+    /// Extra arguments for every `mesh-agent run` (e.g. `--config-dir`).
+    agent_args: Vec<String>,
     runtime: tokio::runtime::Runtime,
 }
 
 impl Mesh {
     /// Creates the lab and starts an agent on each node (waits until each answers).
     pub fn start(nodes: usize, pods_per_node: usize) -> Result<Mesh> {
+        Self::start_with_args(nodes, pods_per_node, &[])
+    }
+
+    /// As [`Mesh::start`], with extra arguments for each agent's `run`.
+    pub fn start_with_args(
+        nodes: usize,
+        pods_per_node: usize,
+        agent_args: &[&str],
+    ) -> Result<Mesh> {
         require_root();
         let lab = Lab::create(LabSpec {
             nodes,
@@ -94,6 +105,7 @@ impl Mesh {
         let mut mesh = Mesh {
             lab,
             agents: Vec::new(),
+            agent_args: agent_args.iter().map(ToString::to_string).collect(),
             runtime,
         };
         for node in 1..=nodes {
@@ -121,6 +133,7 @@ impl Mesh {
         cmd.args(["run", "--name", &agent.name, "--bpffs-root", BPFFS_ROOT])
             .arg("--state-dir")
             .arg(&agent.state_dir)
+            .args(&self.agent_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);

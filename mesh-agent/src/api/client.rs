@@ -82,6 +82,25 @@ impl ApiClient {
             .map(|_| ())
     }
 
+    /// Applies multi-document YAML under the name `file`; returns the agent's answer.
+    pub async fn apply_config(
+        &self,
+        file: &str,
+        yaml: Vec<u8>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let path = format!(
+            "/v1/config?file={}",
+            file.replace(['&', ' ', '?', '#'], "_")
+        );
+        let body = self.call(Method::POST, &path, Some(yaml)).await?;
+        Ok(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn config_dump(&self) -> Result<serde_json::Value, ClientError> {
+        let body = self.call(Method::GET, "/v1/config_dump", None).await?;
+        Ok(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    }
+
     pub async fn unenroll(&self, namespace: &str, name: &str) -> Result<(), ClientError> {
         self.call(
             Method::DELETE,

@@ -13,8 +13,10 @@ use crate::{
     pod::{PodKey, PodSpec},
 };
 
-/// Requests larger than this are refused (a pod spec is a few hundred bytes).
-const MAX_BODY: usize = 64 * 1024;
+/// Pod specs larger than this are refused (one is a few hundred bytes).
+const MAX_POD_SPEC: usize = 64 * 1024;
+/// Applied configuration larger than this is refused.
+const MAX_CONFIG: usize = 8 * 1024 * 1024;
 
 /// Binds the socket (replacing a stale one from a previous run) and serves until aborted.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
@@ -63,6 +65,11 @@ async fn handle(
     let answer = match (&method, segments.as_slice()) {
         (&Method::GET, ["v1", "status"]) => json(StatusCode::OK, &agent.status().await),
         (&Method::GET, ["v1", "pods"]) => json(StatusCode::OK, &agent.pods().await),
+        (&Method::GET, ["v1", "config_dump"]) => response(
+            StatusCode::OK,
+            agent.config_store().snapshot().to_json().into_bytes(),
+        ),
+        (&Method::POST, ["v1", "config"]) => apply_config(req, &agent).await,
         (&Method::POST, ["v1", "pods"]) => match read_json::<PodSpec>(req).await {
             Ok(spec) => match agent.add_pod(spec).await {
                 Ok(()) => json(StatusCode::CREATED, &serde_json::json!({"enrolled": true})),
@@ -88,21 +95,69 @@ async fn handle(
     Ok(answer)
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(
-    req: Request<Incoming>,
-) -> Result<T, (StatusCode, String)> {
-    let body = Limited::new(req.into_body(), MAX_BODY)
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, (StatusCode, String)> {
+    Limited::new(req.into_body(), limit)
         .collect()
         .await
+        .map(|body| body.to_bytes())
         .map_err(|e| {
             (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("reading the request body: {e}"),
+                format!("reading the request body (at most {limit} bytes): {e}"),
             )
-        })?
-        .to_bytes();
+        })
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, (StatusCode, String)> {
+    let body = read_body(req, MAX_POD_SPEC).await?;
     serde_json::from_slice(&body)
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed pod spec: {e}")))
+}
+
+/// `POST /v1/config?file=NAME` with multi-document YAML: the objects replace what an
+/// earlier apply of the same NAME gave. Refused input leaves the running snapshot alone
+/// and the answer lists every error (file, line, object, field).
+async fn apply_config(req: Request<Incoming>, agent: &Agent) -> Answer {
+    let name = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("file=")))
+        .unwrap_or("applied.yaml")
+        .to_string();
+    let body = match read_body(req, MAX_CONFIG).await {
+        Ok(body) => body,
+        Err((code, message)) => return error(code, message),
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return error(StatusCode::BAD_REQUEST, format!("{name}: not UTF-8 text"));
+    };
+    let load = mesh_config::yaml::load_str(
+        text,
+        Some(std::path::Path::new(&name)),
+        &mesh_config::LoadOptions::default(),
+    );
+    if !load.errors.is_empty() {
+        let lines: Vec<String> = load.errors.iter().map(ToString::to_string).collect();
+        return error(StatusCode::BAD_REQUEST, lines.join("\n"));
+    }
+    let objects = load.objects.len();
+    let update = mesh_config::store::UnitUpdate {
+        unit: name,
+        change: mesh_config::store::UnitChange::Set(load.objects),
+    };
+    match agent.config_store().apply("apply", vec![update]) {
+        Ok(_) => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "applied": objects,
+                "generation": agent.config_store().generation(),
+                "warnings": load.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            }),
+        ),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
 }
 
 fn status(code: u16) -> StatusCode {

@@ -26,7 +26,13 @@ pub fn pattern_byte(i: u64) -> u8 {
     (i.wrapping_mul(2654435761) >> 13) as u8 ^ (i % 251) as u8
 }
 
-pub async fn run(connect: SocketAddr, bytes: u64) -> anyhow::Result<Outcome> {
+/// `hold` keeps the connection open (idle, after sending) before half-closing: a
+/// long-lived connection for tests that change things while it is established.
+pub async fn run(
+    connect: SocketAddr,
+    bytes: u64,
+    hold: std::time::Duration,
+) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let stream = TcpStream::connect(connect).await?;
     let local = stream.local_addr()?.to_string();
@@ -43,6 +49,7 @@ pub async fn run(connect: SocketAddr, bytes: u64) -> anyhow::Result<Outcome> {
             write.write_all(&buf[..n]).await?;
             sent += n as u64;
         }
+        tokio::time::sleep(hold).await;
         // Half-close: the server sees EOF but can still answer.
         write.shutdown().await?;
         Ok::<_, std::io::Error>(sent)
