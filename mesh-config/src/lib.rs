@@ -6,6 +6,13 @@
 //! [`istio`] holds the Istio kinds; [`resolve`] names hosts and protocols as Istio does;
 //! [`validate`] runs the analyzers; [`snapshot`] builds the plain-data state; [`store`] keeps
 //! the objects per source and the last good snapshot; [`source`] feeds the store.
+//!
+//! Two sources feed a store: a directory of YAML files watched for changes ([`DirSource`],
+//! the default) and the Kubernetes API ([`KubeSource`]: one kube-rs watcher per kind, with a
+//! client from `--kubeconfig` or in-cluster through [`source::kube::kube_client`]). An API
+//! object is decoded from its JSON by the same path as a YAML document
+//! ([`yaml::load_api_object`]), so a bad object gets the same precise error, naming it as
+//! `kube://<Kind.group>/<namespace>/<name>`; it keeps its last good version in the store.
 
 #![forbid(unsafe_code)]
 
@@ -26,6 +33,7 @@ pub use error::{ConfigError, ConfigErrors, ConfigWarning, ErrorKind, Place, Repo
 pub use object::{Kind, LoadedObject, Object, ObjectKey, Origin};
 pub use snapshot::Snapshot;
 pub use source::dir::DirSource;
+pub use source::kube::KubeSource;
 pub use store::ConfigStore;
 pub use yaml::LoadOptions;
 

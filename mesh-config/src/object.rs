@@ -314,7 +314,8 @@ pub struct Origin {
 impl Origin {
     /// A place naming this origin's file, the line of `field` and the object.
     pub fn place(&self, key: &ObjectKey, field: &str) -> Place {
-        let has_lines = self.file.is_some() || self.spans.start.line > 0;
+        // Objects read from a file have positions (lines start at 1); from the API, none.
+        let has_lines = self.spans.start.line > 0;
         let pos = self.spans.lookup(field);
         Place {
             file: self.file.as_deref().cloned(),

@@ -39,6 +39,36 @@ pub struct UnitUpdate {
     pub change: UnitChange,
 }
 
+/// What one [`ConfigStore::update`] did.
+#[derive(Debug, Clone)]
+pub struct UpdateOutcome {
+    /// The snapshot swapped in; `None` when the update was refused (or held only failed
+    /// units, which leave the snapshot as it is).
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// The errors of the units that could not be read ([`UnitChange::Failed`]): those units
+    /// keep their last good content, the other units of the update still apply.
+    pub read_errors: Vec<ConfigError>,
+    /// The errors of the build that refused the whole update (empty when it was accepted).
+    pub build_errors: Vec<ConfigError>,
+}
+
+impl UpdateOutcome {
+    /// `Ok` only for an update that was swapped in with no error at all; otherwise every
+    /// error, the read ones first (the update was counted as refused either way).
+    pub fn into_result(self) -> Result<Arc<Snapshot>, BuildError> {
+        match self.snapshot {
+            Some(snap) if self.read_errors.is_empty() => Ok(snap),
+            _ => {
+                let mut errors = self.read_errors;
+                errors.extend(self.build_errors);
+                Err(BuildError {
+                    errors: ConfigErrors(errors),
+                })
+            }
+        }
+    }
+}
+
 /// What `mesh-agent status` and the metrics read.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoreStatus {
@@ -135,20 +165,20 @@ impl ConfigStore {
         source: &str,
         units: Vec<UnitUpdate>,
     ) -> Result<Arc<Snapshot>, BuildError> {
-        self.update(source, units, true)
+        self.update(source, units, true).into_result()
     }
 
     /// Applies changes to some units of `source`.
     pub fn apply(&self, source: &str, units: Vec<UnitUpdate>) -> Result<Arc<Snapshot>, BuildError> {
-        self.update(source, units, false)
+        self.update(source, units, false).into_result()
     }
 
-    fn update(
-        &self,
-        source: &str,
-        updates: Vec<UnitUpdate>,
-        replace: bool,
-    ) -> Result<Arc<Snapshot>, BuildError> {
+    /// [`apply`](Self::apply) (or, with `replace`, [`replace_source`](Self::replace_source))
+    /// telling apart what happened: whether a snapshot was swapped in, the errors of the
+    /// units that could not be read and those of a build that refused the update. A source
+    /// that must find out which of its units a refusal is due to (the Kubernetes source,
+    /// whose objects are not re-sent later) reads this.
+    pub fn update(&self, source: &str, updates: Vec<UnitUpdate>, replace: bool) -> UpdateOutcome {
         let mut guard = self.lock();
         let inner = &mut *guard;
         // Units are changed in place; `undo` remembers what each changed unit held, to put it
@@ -188,7 +218,12 @@ impl ConfigStore {
 
         if !replace && undo.is_empty() {
             // Only failed reads: nothing to rebuild, the current snapshot stays as it is.
-            return Err(self.refused(read_errors));
+            self.refused(&read_errors);
+            return UpdateOutcome {
+                snapshot: None,
+                read_errors,
+                build_errors: Vec::new(),
+            };
         }
         let incremental = !replace && read_errors.is_empty() && endpoints_only(units, &undo);
         let result = if incremental {
@@ -214,10 +249,13 @@ impl ConfigStore {
                 self.current.store(snap.clone());
                 let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
                 self.changed.send_replace(generation);
-                if read_errors.is_empty() {
-                    Ok(snap)
-                } else {
-                    Err(self.refused(read_errors))
+                if !read_errors.is_empty() {
+                    self.refused(&read_errors);
+                }
+                UpdateOutcome {
+                    snapshot: Some(snap),
+                    read_errors,
+                    build_errors: Vec::new(),
                 }
             }
             Err(e) => {
@@ -235,21 +273,22 @@ impl ConfigStore {
                 for key in &set {
                     inner.failing.insert(key.clone(), e.errors.0.clone());
                 }
-                let mut errors = read_errors;
-                errors.extend(e.errors.0);
-                Err(self.refused(errors))
+                let build_errors = e.errors.0;
+                self.refused(read_errors.iter().chain(&build_errors));
+                UpdateOutcome {
+                    snapshot: None,
+                    read_errors,
+                    build_errors,
+                }
             }
         }
     }
 
     /// Counts and logs a refused update.
-    fn refused(&self, errors: Vec<ConfigError>) -> BuildError {
+    fn refused<'a>(&self, errors: impl IntoIterator<Item = &'a ConfigError>) {
         self.errors_total.fetch_add(1, Ordering::Relaxed);
-        for e in &errors {
+        for e in errors {
             tracing::error!("config rejected, keeping the last good version: {e}");
-        }
-        BuildError {
-            errors: ConfigErrors(errors),
         }
     }
 

@@ -10,20 +10,10 @@ use super::{PodProxy, copy};
 use crate::telemetry::connections::Direction;
 
 pub async fn serve(listener: TcpListener, pod: Arc<PodProxy>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                tokio::spawn(handle(stream, peer, pod.clone()));
-            }
-            Err(e) => {
-                tracing::warn!(pod = %pod.pod, error = %e, "inbound accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
+    super::accept_loop(listener, pod, handle).await
 }
 
-async fn handle(mut client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
+async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
     let mut guard = pod.stats.open(Direction::Inbound, pod.pod.clone(), peer);
     let target = match client.local_addr() {
         Ok(addr) => addr,
@@ -39,31 +29,5 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
         copy::reset(&client);
         return;
     }
-    let socket = match pod.sockets.tcp_socket(&target).await {
-        Ok(s) => s,
-        Err(e) => {
-            guard.fail(format!("socket: {e}"));
-            copy::reset(&client);
-            return;
-        }
-    };
-    let mut app = match socket.connect(target).await {
-        Ok(s) => s,
-        Err(e) => {
-            guard.fail(format!("connect {target}: {e}"));
-            copy::reset(&client);
-            return;
-        }
-    };
-    let _ = client.set_nodelay(true);
-    let _ = app.set_nodelay(true);
-    match copy::bidirectional(&mut client, &mut app).await {
-        Ok(moved) => guard.set_bytes(moved.sent, moved.received),
-        Err((e, moved)) => {
-            guard.set_bytes(moved.sent, moved.received);
-            guard.fail(e);
-            copy::reset(&client);
-            copy::reset(&app);
-        }
-    }
+    super::forward(client, &pod, target, guard).await
 }

@@ -4,9 +4,15 @@ pub mod copy;
 pub mod inbound;
 pub mod outbound;
 
-use std::sync::Arc;
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use crate::{pod::PodSockets, redirect::OrigDstTable, telemetry::connections::ConnectionStats};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::{
+    pod::PodSockets,
+    redirect::OrigDstTable,
+    telemetry::connections::{ConnectionGuard, ConnectionStats},
+};
 
 /// What a pod's accept loops need.
 pub struct PodProxy {
@@ -18,4 +24,59 @@ pub struct PodProxy {
     pub pod_ips: Vec<std::net::IpAddr>,
     pub orig_dst: Arc<OrigDstTable>,
     pub stats: Arc<ConnectionStats>,
+}
+
+/// Accepts forever, one task per connection. Accept errors (EMFILE and friends) back off
+/// instead of spinning.
+pub(crate) async fn accept_loop<H, F>(listener: TcpListener, pod: Arc<PodProxy>, handle: H)
+where
+    H: Fn(TcpStream, SocketAddr, Arc<PodProxy>) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(handle(stream, peer, pod.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(pod = %pod.pod, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Connects to `target` from inside the pod's namespace (the packet leaves with the pod's
+/// address; the agent is not in the pod's cgroup, so the connect is not captured again)
+/// and copies both ways, recording the outcome in `guard`. Failures reset the client.
+pub(crate) async fn forward(
+    mut client: TcpStream,
+    pod: &PodProxy,
+    target: SocketAddr,
+    mut guard: ConnectionGuard,
+) {
+    let connected = async {
+        let socket = pod.sockets.tcp_socket(&target).await?;
+        let stream = socket.connect(target).await?;
+        stream.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(stream)
+    };
+    let mut upstream = match connected.await {
+        Ok(stream) => stream,
+        Err(e) => {
+            guard.fail(format!("connect {target}: {e}"));
+            copy::reset(&client);
+            return;
+        }
+    };
+    let _ = client.set_nodelay(true);
+    match copy::bidirectional(&mut client, &mut upstream).await {
+        Ok(moved) => guard.set_bytes(moved.sent, moved.received),
+        Err((e, moved)) => {
+            guard.set_bytes(moved.sent, moved.received);
+            guard.fail(e);
+            copy::reset(&client);
+            copy::reset(&upstream);
+        }
+    }
 }

@@ -30,21 +30,10 @@ pub fn plan(original: SocketAddr) -> Plan {
 }
 
 pub async fn serve(listener: TcpListener, pod: Arc<PodProxy>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                tokio::spawn(handle(stream, peer, pod.clone()));
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(pod = %pod.pod, error = %e, "outbound accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
+    super::accept_loop(listener, pod, handle).await
 }
 
-async fn handle(mut client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
+async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
     let mut guard = pod.stats.open(Direction::Outbound, pod.pod.clone(), peer);
     let Some(original) = pod.orig_dst.take(pod.netns_cookie, peer) else {
         guard.fail("no original destination recorded for this connection");
@@ -52,41 +41,13 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
         return;
     };
     guard.set_destination(original);
-    let target = match plan(original) {
-        Plan::Direct(target) => target,
+    match plan(original) {
+        Plan::Direct(target) => super::forward(client, &pod, target, guard).await,
         Plan::Refuse => {
             guard.fail("destination is the agent's own listener");
             copy::reset(&client);
-            return;
-        }
-    };
-    let mut upstream = match connect(&pod, target).await {
-        Ok(s) => s,
-        Err(e) => {
-            guard.fail(format!("connect {target}: {e}"));
-            copy::reset(&client);
-            return;
-        }
-    };
-    let _ = client.set_nodelay(true);
-    match copy::bidirectional(&mut client, &mut upstream).await {
-        Ok(moved) => guard.set_bytes(moved.sent, moved.received),
-        Err((e, moved)) => {
-            guard.set_bytes(moved.sent, moved.received);
-            guard.fail(e);
-            copy::reset(&client);
-            copy::reset(&upstream);
         }
     }
-}
-
-/// Connects from inside the pod's namespace, so the packet leaves with the pod's address.
-/// The agent is not in the pod's cgroup, so this connect is not captured again.
-async fn connect(pod: &PodProxy, target: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = pod.sockets.tcp_socket(&target).await?;
-    let stream = socket.connect(target).await?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
 }
 
 #[cfg(test)]
