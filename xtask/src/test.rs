@@ -91,7 +91,15 @@ pub fn bench(args: &[String]) -> Result<()> {
     )?;
     run_checked(
         Command::new("cargo")
-            .args(["run", "--release", "--package", "mesh-tests", "--bin", "mesh-bench", "--"])
+            .args([
+                "run",
+                "--release",
+                "--package",
+                "mesh-tests",
+                "--bin",
+                "mesh-bench",
+                "--",
+            ])
             .args(args)
             .current_dir(&root),
     )
