@@ -54,7 +54,7 @@ pub struct UpdateOutcome {
 
 impl UpdateOutcome {
     /// `Ok` only for an update that was swapped in with no error at all; otherwise every
-    /// error, the read ones first (the update was counted as refused either way).
+    /// error, the read ones first (none for an update that changed nothing).
     pub fn into_result(self) -> Result<Arc<Snapshot>, BuildError> {
         match self.snapshot {
             Some(snap) if self.read_errors.is_empty() => Ok(snap),
@@ -217,8 +217,11 @@ impl ConfigStore {
         }
 
         if !replace && undo.is_empty() {
-            // Only failed reads: nothing to rebuild, the current snapshot stays as it is.
-            self.refused(&read_errors);
+            // Only failed reads (or removals of units never held): nothing to rebuild, the
+            // current snapshot stays as it is. Only failed reads count as refused.
+            if !read_errors.is_empty() {
+                self.refused(&read_errors);
+            }
             return UpdateOutcome {
                 snapshot: None,
                 read_errors,
