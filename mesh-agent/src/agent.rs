@@ -11,7 +11,7 @@ use mesh_common::{INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
 use serde::Serialize;
 use tokio::{sync::Mutex, task::JoinHandle};
 
-use mesh_config::{ConfigStore, DirSource, store::StoreStatus};
+use mesh_config::{ConfigStore, DirSource, KubeSource, store::StoreStatus};
 
 use crate::{
     pod::{PodKey, PodSockets, PodSpec, PodSpecError},
@@ -32,6 +32,9 @@ pub struct AgentConfig {
     pub kernel_debug_logs: bool,
     /// Directory of Kubernetes/Istio YAML to load and watch (None: only `apply`).
     pub config_dir: Option<PathBuf>,
+    /// Watch the Kubernetes API: `Some(None)` infers the cluster (KUBECONFIG,
+    /// ~/.kube/config, in-cluster), `Some(Some(path))` uses that kubeconfig.
+    pub kubernetes: Option<Option<PathBuf>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +97,8 @@ pub struct Agent {
     config_store: Arc<ConfigStore>,
     /// Watches `config_dir` while it lives.
     _config_source: Option<DirSource>,
+    /// Watches the Kubernetes API while it lives.
+    _kube_source: Option<KubeSource>,
 }
 
 #[derive(Serialize)]
@@ -131,6 +136,18 @@ impl Agent {
             ),
             None => None,
         };
+        let kube_source = match &config.kubernetes {
+            Some(kubeconfig) => {
+                let client = mesh_config::source::kube::kube_client(kubeconfig.as_deref())
+                    .await
+                    .context("connecting to the Kubernetes API")?;
+                Some(
+                    KubeSource::spawn(client, config_store.clone())
+                        .context("watching the Kubernetes API")?,
+                )
+            }
+            None => None,
+        };
         let agent = Arc::new(Agent {
             orig_dst: redirector.orig_dst_table(),
             program_ids: redirector.program_ids().clone(),
@@ -139,6 +156,7 @@ impl Agent {
             stats: Arc::new(ConnectionStats::default()),
             config_store,
             _config_source: config_source,
+            _kube_source: kube_source,
             config,
         });
         agent.restore().await;

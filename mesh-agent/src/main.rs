@@ -67,6 +67,12 @@ enum Command {
         /// Directory of Kubernetes and Istio YAML to load and watch for changes.
         #[arg(long)]
         config_dir: Option<PathBuf>,
+        /// Watch the Kubernetes API (KUBECONFIG, ~/.kube/config or in-cluster).
+        #[arg(long)]
+        kubernetes: bool,
+        /// Watch the Kubernetes API of this kubeconfig (implies --kubernetes).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
         /// Let the kernel programs log every redirect (debug level; costs a ring-buffer
         /// write per connection). Takes effect when the programs are first loaded.
         #[arg(long)]
@@ -193,6 +199,8 @@ async fn run(command: Command) -> Result<()> {
             cleanup,
             kernel_debug_logs,
             config_dir,
+            kubernetes,
+            kubeconfig,
         } => {
             let config = AgentConfig {
                 name: paths.name.clone(),
@@ -201,6 +209,7 @@ async fn run(command: Command) -> Result<()> {
                 excluded_ports: exclude_ports,
                 kernel_debug_logs,
                 config_dir,
+                kubernetes: (kubernetes || kubeconfig.is_some()).then_some(kubeconfig),
             };
             run_agent(paths, config, cleanup).await
         }
