@@ -24,17 +24,19 @@ enum Task {
     /// Lint, then the whole test suite (needs root: tests build namespaces and load eBPF).
     Test {
         /// Extra arguments passed to `cargo test` after `--`.
-        #[arg(trailing_var_arg = true)]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Run the benchmarks (direct vs through the mesh, side by side).
     Bench {
-        #[arg(trailing_var_arg = true)]
+        /// Passed to mesh-bench (e.g. --seconds 5 --rounds 3 --only latency).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Build and start the demo (`mesh-agent demo`).
     Demo {
-        #[arg(trailing_var_arg = true)]
+        /// Passed to `mesh-agent demo` (e.g. --listen 127.0.0.1:9080 --duration 60).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
 }
