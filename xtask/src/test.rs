@@ -16,14 +16,7 @@ pub fn lint() -> Result<()> {
     )?;
     run_checked(
         Command::new("cargo")
-            .args([
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ])
+            .args(["clippy", "--all-targets", "--", "-D", "warnings"])
             .current_dir(&root),
     )
 }
