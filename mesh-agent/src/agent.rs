@@ -93,8 +93,10 @@ pub struct Agent {
     program_ids: ProgramIds,
     pods: Mutex<BTreeMap<PodKey, EnrolledPod>>,
     stats: Arc<ConnectionStats>,
-    /// The mesh configuration; the data path will read its snapshot.
+    /// The mesh configuration; the outbound path reads its snapshot per connection.
     config_store: Arc<ConfigStore>,
+    /// Round-robin position shared by all pods of this agent.
+    picks: Arc<std::sync::atomic::AtomicUsize>,
     /// Watches `config_dir` while it lives.
     _config_source: Option<DirSource>,
     /// Watches the Kubernetes API while it lives.
@@ -155,6 +157,7 @@ impl Agent {
             pods: Mutex::new(BTreeMap::new()),
             stats: Arc::new(ConnectionStats::default()),
             config_store,
+            picks: Arc::default(),
             _config_source: config_source,
             _kube_source: kube_source,
             config,
@@ -331,6 +334,8 @@ impl Agent {
             pod_ips: spec.ips.clone(),
             orig_dst: self.orig_dst.clone(),
             stats: self.stats.clone(),
+            config: self.config_store.clone(),
+            picks: self.picks.clone(),
         });
         let mut tasks = vec![
             tokio::spawn(outbound::serve(out_v4, proxy.clone())),

@@ -193,3 +193,167 @@ impl Drop for RemoveDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+fn web_service(endpoint_ip: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: default
+spec:
+  clusterIP: 198.19.0.20
+  selector:
+    app: web
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+  - name: tcp-echo
+    port: 9000
+    targetPort: 9000
+---
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: web
+  namespace: default
+subsets:
+- addresses:
+  - ip: {endpoint_ip}
+  ports:
+  - name: http
+    port: 8080
+  - name: tcp-echo
+    port: 9000
+"#
+    )
+}
+
+/// Which backend answers `curl http://198.19.0.20/` from pod n1p1.
+fn curl_web(mesh: &Mesh) -> Result<String> {
+    let out = mesh.run_in_pod(
+        1,
+        1,
+        "curl",
+        &["-sS", "--max-time", "5", "http://198.19.0.20/"],
+    )?;
+    anyhow::ensure!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(body["service"].as_str().unwrap_or_default().to_string())
+}
+
+/// A Service VIP is routed to the endpoint the configuration names. Editing the Endpoints
+/// file swaps routing for new connections while an established one stays on its endpoint
+/// and ends intact; a broken edit keeps the old routing.
+#[test]
+fn editing_endpoints_swaps_routing_for_new_connections_only() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("mesh-test-routing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let guard = RemoveDir(dir.clone());
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let mesh = Mesh::start_with_args(2, 2, &["--config-dir", &dir_arg])?;
+    mesh.enroll(1, 1)?;
+    let (one, two) = (
+        mesh.pod(2, 1).ip().to_string(),
+        mesh.pod(2, 2).ip().to_string(),
+    );
+    let _http1 = mesh.serve_in_pod(
+        2,
+        1,
+        &["http", "--listen", "0.0.0.0:8080", "--name", "one"],
+        8080,
+    )?;
+    let _http2 = mesh.serve_in_pod(
+        2,
+        2,
+        &["http", "--listen", "0.0.0.0:8080", "--name", "two"],
+        8080,
+    )?;
+    let _echo1 = mesh.serve_in_pod(2, 1, &["echo", "--listen", "0.0.0.0:9000"], 9000)?;
+    let _echo2 = mesh.serve_in_pod(2, 2, &["echo", "--listen", "0.0.0.0:9000"], 9000)?;
+
+    write(&dir.join("web.yaml"), &web_service(&one))?;
+    eventually(&mesh, 1, "the web service loaded", |s| {
+        s["config"]["generation"].as_u64() >= Some(1)
+    })?;
+    assert_eq!(curl_web(&mesh)?, "one");
+
+    // A connection established to the VIP now (lands on "one"), held open across the edit.
+    let mut held = mesh
+        .pod(1, 1)
+        .command(agent_bin())
+        .args([
+            "app",
+            "tcp-client",
+            "--connect",
+            "198.19.0.20:9000",
+            "--bytes",
+            "1048576",
+        ])
+        .args(["--hold-ms", "6000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(500));
+
+    write(&dir.join("web.yaml"), &web_service(&two))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while curl_web(&mesh)? != "two" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "routing did not swap to the new endpoint"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Broken edit: refused, routing stays on "two".
+    write(
+        &dir.join("web.yaml"),
+        &web_service(&one).replace("subsets:", "subsetz:"),
+    )?;
+    let status = eventually(&mesh, 1, "the broken edit reported", |s| {
+        s["config"]["last_errors"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty())
+    })?;
+    assert!(
+        status["config"]["last_errors"]
+            .to_string()
+            .contains("subsetz"),
+        "{}",
+        status["config"]
+    );
+    for _ in 0..3 {
+        assert_eq!(curl_web(&mesh)?, "two", "a broken edit changed routing");
+    }
+
+    // The held connection stayed on "one" and ended intact.
+    assert!(
+        held.try_wait()?.is_none(),
+        "the held connection ended before the edits"
+    );
+    let out = held.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(outcome["intact"], true);
+    let echo_one = format!("{one}:9000");
+    eventually(&mesh, 1, "the held connection's record", |s| {
+        mesh_tests::recent(s).iter().any(|r| {
+            r["upstream"] == echo_one.as_str()
+                && r["service"] == "web.default.svc.cluster.local"
+                && r["bytes_received"].as_u64() == Some(1_048_576)
+        })
+    })?;
+    drop(mesh);
+    drop(guard);
+    Ok(())
+}

@@ -1,7 +1,8 @@
 //! The data path: `outbound` (15001, captured connects), `inbound` (15006, steered SYNs),
-//! and `copy` (moving bytes both ways with half-close and reset propagation).
+//! `lb` (which endpoint of a Service), and `copy` (moving bytes both ways with half-close and reset propagation).
 pub mod copy;
 pub mod inbound;
+pub mod lb;
 pub mod outbound;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
@@ -24,6 +25,10 @@ pub struct PodProxy {
     pub pod_ips: Vec<std::net::IpAddr>,
     pub orig_dst: Arc<OrigDstTable>,
     pub stats: Arc<ConnectionStats>,
+    /// The mesh configuration; each new connection reads the current snapshot.
+    pub config: Arc<mesh_config::ConfigStore>,
+    /// Spreads connections over a Service's endpoints.
+    pub picks: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Accepts forever, one task per connection. Accept errors (EMFILE and friends) back off

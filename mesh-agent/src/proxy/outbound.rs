@@ -1,31 +1,47 @@
 //! Outbound: connections a pod's application opened, redirected by `connect4/6` to the
 //! agent's listener on 127.0.0.1:15001 inside the pod's namespace.
 //!
-//! Decide, then act: [`plan`] turns the original destination into where to connect; the
-//! accept loop carries it out. Plaintext passthrough for now: the HBONE (mutual TLS) hop
-//! and Service load balancing replace `plan` without touching the copying code.
-use std::{net::SocketAddr, sync::Arc};
+//! Decide, then act: [`plan`] turns the original destination and the configuration
+//! snapshot into where to connect (a Service VIP becomes one of its endpoints, anything
+//! else passes through); the accept loop carries it out. The HBONE (mutual TLS) hop will
+//! slot in here without touching the copying code.
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+};
 
+use mesh_config::Snapshot;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{PodProxy, copy};
+use super::{PodProxy, copy, lb};
 use crate::telemetry::connections::Direction;
 
 /// Where an outbound connection goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
-    /// Connect to this address from the pod's namespace (keeps the pod's source address).
-    Direct(SocketAddr),
-    /// The destination is the agent's own listener: refuse rather than loop.
-    Refuse,
+    /// Not a mesh Service: connect to the original destination itself.
+    Passthrough(SocketAddr),
+    /// A Service VIP: connect to the chosen endpoint.
+    Service { host: String, endpoint: SocketAddr },
+    /// Refuse (reset) the connection, for this reason.
+    Refuse(String),
 }
 
 /// Decides what to do with a connection whose original destination is `original`.
-pub fn plan(original: SocketAddr) -> Plan {
+/// `pick` spreads connections over a Service's endpoints (round robin).
+pub fn plan(snapshot: &Snapshot, original: SocketAddr, pick: usize) -> Plan {
     if original.ip().is_loopback() && original.port() == mesh_common::OUTBOUND_PORT {
-        Plan::Refuse
-    } else {
-        Plan::Direct(original)
+        return Plan::Refuse("destination is the agent's own listener".into());
+    }
+    let Some(service) = snapshot.service_by_vip(original.ip()) else {
+        return Plan::Passthrough(original);
+    };
+    match lb::choose(snapshot, service, original.port(), pick) {
+        Ok(endpoint) => Plan::Service {
+            host: service.hostname.clone(),
+            endpoint,
+        },
+        Err(why) => Plan::Refuse(format!("{}: {why}", service.hostname)),
     }
 }
 
@@ -41,24 +57,19 @@ async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
         return;
     };
     guard.set_destination(original);
-    match plan(original) {
-        Plan::Direct(target) => super::forward(client, &pod, target, guard).await,
-        Plan::Refuse => {
-            guard.fail("destination is the agent's own listener");
+    let pick = pod.picks.fetch_add(1, Ordering::Relaxed);
+    match plan(&pod.config.snapshot(), original, pick) {
+        Plan::Passthrough(target) => super::forward(client, &pod, target, guard).await,
+        Plan::Service { host, endpoint } => {
+            guard.set_service(host, endpoint);
+            super::forward(client, &pod, endpoint, guard).await
+        }
+        Plan::Refuse(why) => {
+            guard.fail(why);
             copy::reset(&client);
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plan_passes_through_and_refuses_loops() {
-        let dst: SocketAddr = "198.18.2.10:8080".parse().unwrap();
-        assert_eq!(plan(dst), Plan::Direct(dst));
-        let own: SocketAddr = "127.0.0.1:15001".parse().unwrap();
-        assert_eq!(plan(own), Plan::Refuse);
-    }
-}
+mod tests;

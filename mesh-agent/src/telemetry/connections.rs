@@ -31,6 +31,10 @@ pub struct ConnectionRecord {
     pub pod: String,
     pub source: SocketAddr,
     pub original_destination: Option<SocketAddr>,
+    /// The Service (FQDN) the original destination was a VIP of, if any.
+    pub service: Option<String>,
+    /// Where the agent connected: the chosen endpoint, or the original destination.
+    pub upstream: Option<SocketAddr>,
     /// Bytes from the client towards the destination.
     pub bytes_sent: u64,
     /// Bytes from the destination back to the client.
@@ -97,6 +101,8 @@ impl ConnectionStats {
                 pod,
                 source,
                 original_destination: None,
+                service: None,
+                upstream: None,
                 bytes_sent: 0,
                 bytes_received: 0,
                 duration_ms: 0,
@@ -135,6 +141,12 @@ impl ConnectionGuard {
         self.record.original_destination = Some(dst);
     }
 
+    /// The connection was to a Service VIP and goes to `endpoint`.
+    pub fn set_service(&mut self, host: String, endpoint: std::net::SocketAddr) {
+        self.record.service = Some(host);
+        self.record.upstream = Some(endpoint);
+    }
+
     pub fn set_bytes(&mut self, sent: u64, received: u64) {
         self.record.bytes_sent = sent;
         self.record.bytes_received = received;
@@ -159,6 +171,8 @@ impl Drop for ConnectionGuard {
             pod = %record.pod,
             src = %record.source,
             dst = %record.original_destination.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+            service = %record.service.as_deref().unwrap_or("-"),
+            upstream = %record.upstream.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
             sent = record.bytes_sent,
             received = record.bytes_received,
             duration_ms = record.duration_ms,

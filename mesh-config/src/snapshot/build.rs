@@ -106,6 +106,11 @@ fn build_valid(objects: &[&LoadedObject], mesh: &MeshOptions) -> Snapshot {
     build_workloads(objects, &mut snap);
     build_services(objects, mesh, &mut snap);
     build_routing(objects, mesh, &mut snap);
+    snap.services_by_vip = snap
+        .services
+        .iter()
+        .map(|(fqdn, svc)| (svc.vip, fqdn.clone()))
+        .collect();
     snap
 }
 

@@ -43,6 +43,10 @@ pub struct Snapshot {
     pub authorization_policies: BTreeMap<String, Arc<PolicyInfo<istio::AuthorizationPolicySpec>>>,
     /// Waypoints (Gateways of class `istio-waypoint`) by `namespace/name`.
     pub waypoints: BTreeMap<String, Arc<WaypointInfo>>,
+    /// Service VIP -> key in `services`: the data path looks a connection's destination up
+    /// here on every new connection, so no scan over all services.
+    #[serde(skip)]
+    pub services_by_vip: BTreeMap<IpAddr, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -205,10 +209,8 @@ impl Snapshot {
 
     /// The Service (or ServiceEntry host) owning a VIP.
     pub fn service_by_vip(&self, vip: IpAddr) -> Option<&ServiceInfo> {
-        self.services
-            .values()
-            .find(|s| s.vip == vip)
-            .map(Arc::as_ref)
+        let fqdn = self.services_by_vip.get(&vip)?;
+        self.services.get(fqdn).map(Arc::as_ref)
     }
 
     /// The VirtualServices that apply to `fqdn` (exact host first, then wildcards).
