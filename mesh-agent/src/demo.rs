@@ -1,6 +1,8 @@
-//! `mesh-agent demo`: the embedded default. Builds a lab (two nodes, two pods each), starts
-//! one agent per node, runs Bookinfo-like sample services in the pods, enrolls them, sends
-//! traffic between them through the agents and exposes the product page on 127.0.0.1.
+//! `mesh-agent demo`: the embedded default. Builds a lab (two nodes, three pods each),
+//! starts one agent per node watching a config directory that holds Istio's unchanged
+//! Bookinfo YAML plus the pods the demo runs, runs Bookinfo-like services in the pods,
+//! enrolls them, sends traffic between them by Service VIP through the agents (reviews
+//! spread over v1, v2, v3) and exposes the product page on 127.0.0.1.
 //! Ctrl-C (or `--duration`) removes everything: agents, pins, namespaces, cgroups.
 use std::{
     net::SocketAddr,
@@ -20,13 +22,18 @@ use crate::{
     proxy::copy,
 };
 
-/// (service, node, pod) placement of the sample services.
-const SERVICES: [(&str, usize, usize); 4] = [
-    ("productpage", 1, 1),
-    ("details", 1, 2),
-    ("reviews", 2, 1),
-    ("ratings", 2, 2),
+/// (app, version, node, pod) placement of the sample services.
+const SERVICES: [(&str, &str, usize, usize); 6] = [
+    ("productpage", "v1", 1, 1),
+    ("details", "v1", 1, 2),
+    ("ratings", "v1", 1, 3),
+    ("reviews", "v1", 2, 1),
+    ("reviews", "v2", 2, 2),
+    ("reviews", "v3", 2, 3),
 ];
+/// Istio's Bookinfo Services, Deployments and ServiceAccounts, unchanged (Apache-2.0, see
+/// tests/fixtures/istio-bookinfo/README.md).
+const BOOKINFO_YAML: &str = include_str!("../../tests/fixtures/istio-bookinfo/bookinfo.yaml");
 const APP_PORT: u16 = 9080;
 const BPFFS_ROOT: &str = "/sys/fs/bpf/mesh-demo";
 
@@ -47,11 +54,11 @@ pub async fn run(options: DemoOptions) -> Result<()> {
     let bin = std::env::current_exe().context("locating the mesh-agent binary")?;
     let lab = Lab::create(LabSpec {
         nodes: 2,
-        pods_per_node: 2,
+        pods_per_node: 3,
     })
     .context("creating the lab")?;
     println!(
-        "lab {} created: 2 nodes, 4 pods (198.18.<node>.<10+pod>)",
+        "lab {} created: 2 nodes, 6 pods (198.18.<node>.<10+pod>)",
         lab.id()
     );
     let result = demo(&lab, &bin, &options).await;
@@ -61,47 +68,38 @@ pub async fn run(options: DemoOptions) -> Result<()> {
 }
 
 async fn demo(lab: &Lab, bin: &Path, options: &DemoOptions) -> Result<()> {
+    let config_dir = std::env::temp_dir().join(format!("demo-{}-config", lab.id()));
+    std::fs::create_dir_all(&config_dir)?;
+    std::fs::write(config_dir.join("bookinfo.yaml"), BOOKINFO_YAML)?;
+    std::fs::write(config_dir.join("demo-pods.yaml"), pods_yaml(lab))?;
     let mut agents = Vec::new();
     let outcome = async {
         for node in 1..=2 {
-            agents.push(start_agent(lab, bin, node).await?);
+            agents.push(start_agent(lab, bin, node, &config_dir).await?);
         }
-        for (service, node, pod) in SERVICES {
+        for (app, version, node, pod) in SERVICES {
             let mut cmd = lab.pod(node, pod).command(bin);
-            cmd.args([
-                "app",
-                "http",
-                "--listen",
-                &format!("0.0.0.0:{APP_PORT}"),
-                "--name",
-                service,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            cmd.args(["app", "http", "--listen", &format!("0.0.0.0:{APP_PORT}")])
+                .args(["--name", &format!("{app}-{version}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
             lab.spawn(&mut cmd)?;
-            let p = lab.pod(node, pod);
-            let spec = PodSpec {
-                name: format!("{service}-v1"),
-                namespace: "default".into(),
-                service_account: format!("bookinfo-{service}"),
-                labels: [
-                    ("app".to_string(), service.to_string()),
-                    ("version".into(), "v1".into()),
-                ]
-                .into(),
-                netns: p.netns_path().to_path_buf(),
-                cgroup: p.cgroup_path().to_path_buf(),
-                ips: vec![p.ip().into(), p.ipv6().into()],
-            };
+            let spec = pod_spec(lab, app, version, node, pod);
             ApiClient::new(agents[node - 1].state_dir.join("agent.sock"))
                 .enroll(&spec)
                 .await?;
             println!(
-                "  {service:<12} pod n{node}p{pod} {:<14} enrolled with agent {}",
-                p.ip(),
+                "  {:<16} pod n{node}p{pod} {:<14} enrolled with agent {}",
+                format!("{app}-{version}"),
+                lab.pod(node, pod).ip(),
                 agents[node - 1].name
             );
         }
+        println!(
+            "\nconfiguration: {} (edit it, or `mesh-agent apply --state-dir {} FILE`)",
+            config_dir.display(),
+            agents[0].state_dir.display()
+        );
         serve(lab, &agents, options).await
     }
     .await;
@@ -110,16 +108,49 @@ async fn demo(lab: &Lab, bin: &Path, options: &DemoOptions) -> Result<()> {
         let _ = crate::redirect::uninstall(Path::new(BPFFS_ROOT), &agent.name);
         let _ = std::fs::remove_dir_all(&agent.state_dir);
     }
+    let _ = std::fs::remove_dir_all(&config_dir);
     outcome
 }
 
-async fn start_agent(lab: &Lab, bin: &Path, node: usize) -> Result<Agent> {
+fn pod_spec(lab: &Lab, app: &str, version: &str, node: usize, pod: usize) -> PodSpec {
+    let p = lab.pod(node, pod);
+    PodSpec {
+        name: format!("{app}-{version}"),
+        namespace: "default".into(),
+        service_account: format!("bookinfo-{app}"),
+        labels: [
+            ("app".to_string(), app.to_string()),
+            ("version".into(), version.into()),
+        ]
+        .into(),
+        netns: p.netns_path().to_path_buf(),
+        cgroup: p.cgroup_path().to_path_buf(),
+        ips: vec![p.ip().into(), p.ipv6().into()],
+    }
+}
+
+/// The demo's pods as Kubernetes Pod objects with their addresses, so the Bookinfo
+/// Services' selectors find them (off-cluster, nothing else knows pod IPs).
+fn pods_yaml(lab: &Lab) -> String {
+    let mut yaml = String::new();
+    for (app, version, node, pod) in SERVICES {
+        yaml.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {app}-{version}\n  namespace: default\n  labels:\n    app: {app}\n    version: {version}\nspec:\n  serviceAccountName: bookinfo-{app}\n  containers:\n  - name: {app}\n    image: mesh-agent-app\n    ports:\n    - containerPort: {APP_PORT}\nstatus:\n  podIP: {}\n",
+            lab.pod(node, pod).ip()
+        ));
+    }
+    yaml
+}
+
+async fn start_agent(lab: &Lab, bin: &Path, node: usize, config_dir: &Path) -> Result<Agent> {
     let name = format!("demo-{}-n{node}", lab.id());
     let state_dir = std::env::temp_dir().join(&name);
     let mut cmd = lab.node(node).command(bin);
     cmd.args(["run", "--name", &name, "--bpffs-root", BPFFS_ROOT])
         .arg("--state-dir")
         .arg(&state_dir)
+        .arg("--config-dir")
+        .arg(config_dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null());
     let child = lab.spawn(&mut cmd).context("starting an agent")?;
@@ -180,26 +211,37 @@ async fn serve(lab: &Lab, agents: &[Agent], options: &DemoOptions) -> Result<()>
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             break Ok(());
         }
-        // productpage calls details (same node) and reviews (other node); reviews calls ratings.
-        for (from, to) in [
+        // productpage calls details and reviews, reviews calls ratings: by Service VIP, as
+        // a client that resolved `details:9080` would; the agents pick the endpoints.
+        let dump = ApiClient::new(agents[0].state_dir.join("agent.sock"))
+            .config_dump()
+            .await
+            .unwrap_or_default();
+        let vip = |app: &str| {
+            dump["services"][format!("{app}.default.svc.cluster.local")]["vip"]
+                .as_str()
+                .map(str::to_string)
+        };
+        let mut answers = Vec::new();
+        for ((node, pod), to) in [
             ((1, 1), "details"),
             ((1, 1), "reviews"),
             ((2, 1), "ratings"),
         ] {
-            let (node, pod) = from;
-            let target = SERVICES
-                .iter()
-                .find(|s| s.0 == to)
-                .map(|s| lab.pod(s.1, s.2).ip());
-            let Some(ip) = target else { continue };
+            let Some(ip) = vip(to) else { continue };
             let url = format!("http://{ip}:{APP_PORT}/{to}");
-            let _ = tokio::task::spawn_blocking({
-                let mut cmd = lab.pod(node, pod).command("curl");
-                cmd.args(["-s", "-o", "/dev/null", "--max-time", "2", &url]);
-                move || cmd.status()
-            })
-            .await;
+            let mut cmd = lab.pod(node, pod).command("curl");
+            cmd.args(["-s", "--max-time", "2", &url]);
+            let out = tokio::task::spawn_blocking(move || cmd.output()).await;
+            let answered = out
+                .ok()
+                .and_then(Result::ok)
+                .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+                .and_then(|v| v["service"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "(failed)".into());
+            answers.push(format!("{to} {ip} -> {answered}"));
         }
+        println!("{}", answers.join("   "));
         for agent in agents {
             if let Ok(status) = ApiClient::new(agent.state_dir.join("agent.sock"))
                 .status()
