@@ -278,9 +278,25 @@ fn editing_endpoints_swaps_routing_for_new_connections_only() -> Result<()> {
     let _echo2 = mesh.serve_in_pod(2, 2, &["echo", "--listen", "0.0.0.0:9000"], 9000)?;
 
     write(&dir.join("web.yaml"), &web_service(&one))?;
-    eventually(&mesh, 1, "the web service loaded", |s| {
-        s["config"]["generation"].as_u64() >= Some(1)
-    })?;
+    // Loaded when the dump shows the Service with this endpoint (the store's generation
+    // alone does not tell: an empty directory is a generation too).
+    let loaded = |mesh: &Mesh, ip: &str| -> bool {
+        mesh.block_on(mesh.client(1).config_dump())
+            .map(|d| {
+                d["services"]["web.default.svc.cluster.local"]["endpoints"]
+                    .to_string()
+                    .contains(ip)
+            })
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !loaded(&mesh, &one) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "web.yaml was not loaded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(curl_web(&mesh)?, "one");
 
     // A connection established to the VIP now (lands on "one"), held open across the edit.
