@@ -396,6 +396,11 @@ impl Agent {
         }
     }
 
+    /// Prometheus text exposition of the agent's metrics.
+    pub fn metrics_text(&self) -> String {
+        self.stats.metrics.render(&self.config_store)
+    }
+
     pub fn config_store(&self) -> &ConfigStore {
         &self.config_store
     }

@@ -67,6 +67,9 @@ enum Command {
         /// Directory of Kubernetes and Istio YAML to load and watch for changes.
         #[arg(long)]
         config_dir: Option<PathBuf>,
+        /// Also serve Prometheus metrics over TCP here (e.g. 0.0.0.0:15020).
+        #[arg(long)]
+        metrics_addr: Option<SocketAddr>,
         /// Watch the Kubernetes API (KUBECONFIG, ~/.kube/config or in-cluster).
         #[arg(long)]
         kubernetes: bool,
@@ -201,6 +204,7 @@ async fn run(command: Command) -> Result<()> {
             config_dir,
             kubernetes,
             kubeconfig,
+            metrics_addr,
         } => {
             let config = AgentConfig {
                 name: paths.name.clone(),
@@ -211,7 +215,7 @@ async fn run(command: Command) -> Result<()> {
                 config_dir,
                 kubernetes: (kubernetes || kubeconfig.is_some()).then_some(kubeconfig),
             };
-            run_agent(paths, config, cleanup).await
+            run_agent(paths, config, cleanup, metrics_addr).await
         }
         Command::Validate { paths } => {
             let report = mesh_config::validate_paths(&paths);
@@ -331,12 +335,23 @@ async fn run(command: Command) -> Result<()> {
     }
 }
 
-async fn run_agent(paths: AgentPaths, config: AgentConfig, cleanup: bool) -> Result<()> {
+async fn run_agent(
+    paths: AgentPaths,
+    config: AgentConfig,
+    cleanup: bool,
+    metrics_addr: Option<SocketAddr>,
+) -> Result<()> {
     let agent: Arc<Agent> = Agent::start(config).await?;
     let socket = paths.api_socket();
     let listener = server::bind(&socket)
         .with_context(|| format!("binding the API socket {}", socket.display()))?;
     let api = tokio::spawn(server::serve(listener, agent.clone()));
+    if let Some(addr) = metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics address {addr}"))?;
+        tokio::spawn(server::serve_metrics(listener, agent.clone()));
+    }
     tracing::info!(agent = %paths.name, api = %socket.display(), "agent ready");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

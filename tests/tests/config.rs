@@ -347,6 +347,26 @@ fn editing_endpoints_swaps_routing_for_new_connections_only() -> Result<()> {
     for _ in 0..3 {
         assert_eq!(curl_web(&mesh)?, "two", "a broken edit changed routing");
     }
+    // ... and counted as a metric, next to the per-Service TCP metrics.
+    let metrics = mesh.block_on(mesh.client(1).metrics())?;
+    assert!(
+        metrics.contains("mesh_config_invalid_inputs 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mesh_config_errors_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("istio_tcp_connections_opened_total{")
+                && l.contains("reporter=\"source\"")
+                && l.contains("destination_service=\"web.default.svc.cluster.local\"")),
+        "{metrics}"
+    );
 
     // The held connection stayed on "one" and ended intact.
     assert!(

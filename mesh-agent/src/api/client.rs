@@ -96,6 +96,12 @@ impl ApiClient {
         Ok(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
     }
 
+    /// The Prometheus text exposition.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let body = self.call(Method::GET, "/metrics", None).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
     pub async fn config_dump(&self) -> Result<serde_json::Value, ClientError> {
         let body = self.call(Method::GET, "/v1/config_dump", None).await?;
         Ok(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))

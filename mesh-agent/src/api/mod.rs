@@ -8,6 +8,7 @@
 //! | `POST /v1/pods` (a `PodSpec`)        | enroll a pod: 201, 400, 409, 500     |
 //! | `DELETE /v1/pods/{namespace}/{name}` | remove a pod: 200, 404               |
 //! | `GET /v1/config_dump`                | the configuration snapshot (JSON)    |
+//! | `GET /metrics`                       | Prometheus text (Istio metric names) |
 //! | `POST /v1/config?file=NAME` (YAML)   | apply resources: 200, or 400 + errors|
 pub mod client;
 pub mod server;

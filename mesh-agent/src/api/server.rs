@@ -65,6 +65,7 @@ async fn handle(
     let answer = match (&method, segments.as_slice()) {
         (&Method::GET, ["v1", "status"]) => json(StatusCode::OK, &agent.status().await),
         (&Method::GET, ["v1", "pods"]) => json(StatusCode::OK, &agent.pods().await),
+        (&Method::GET, ["metrics"]) => metrics(&agent),
         (&Method::GET, ["v1", "config_dump"]) => response(
             StatusCode::OK,
             agent.config_store().snapshot().to_json().into_bytes(),
@@ -177,11 +178,51 @@ fn error(code: StatusCode, message: String) -> Answer {
 }
 
 fn response(code: StatusCode, body: Vec<u8>) -> Answer {
+    response_of_type(code, body, "application/json")
+}
+
+fn response_of_type(code: StatusCode, body: Vec<u8>, content_type: &'static str) -> Answer {
     let mut answer = Response::new(Full::new(Bytes::from(body)));
     *answer.status_mut() = code;
     answer.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
+        hyper::header::HeaderValue::from_static(content_type),
     );
     answer
+}
+
+fn metrics(agent: &Agent) -> Answer {
+    response_of_type(
+        StatusCode::OK,
+        agent.metrics_text().into_bytes(),
+        "text/plain; version=0.0.4; charset=utf-8",
+    )
+}
+
+/// Serves `GET /metrics` (and nothing else: enrollment stays on the unix socket) on a TCP
+/// listener, for Prometheus to scrape (`run --metrics-addr 0.0.0.0:15020`).
+pub async fn serve_metrics(listener: tokio::net::TcpListener, agent: Arc<Agent>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let agent = agent.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(match (req.method(), req.uri().path()) {
+                        (&Method::GET, "/metrics") => metrics(&agent),
+                        _ => error(
+                            StatusCode::NOT_FOUND,
+                            "only GET /metrics is served here".into(),
+                        ),
+                    })
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }

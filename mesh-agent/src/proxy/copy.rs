@@ -88,7 +88,15 @@ async fn one_way(from: &TcpStream, to: &TcpStream, pipe: &Pipe, count: &mut u64)
         let filled = loop {
             from.readable().await?;
             match from.try_io(Interest::READABLE, || {
-                splice(from.as_fd(), None, &pipe.write, None, PIPE_SIZE as usize, flags).map_err(io::Error::from)
+                splice(
+                    from.as_fd(),
+                    None,
+                    &pipe.write,
+                    None,
+                    PIPE_SIZE as usize,
+                    flags,
+                )
+                .map_err(io::Error::from)
             }) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

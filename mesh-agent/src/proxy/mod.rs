@@ -74,6 +74,7 @@ pub(crate) async fn forward(
             return;
         }
     };
+    guard.established();
     let _ = client.set_nodelay(true);
     match copy::bidirectional(&mut client, &mut upstream).await {
         Ok(moved) => guard.set_bytes(moved.sent, moved.received),

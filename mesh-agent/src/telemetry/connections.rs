@@ -11,6 +11,8 @@ use std::{
 
 use serde::Serialize;
 
+use super::metrics::TcpLabels;
+
 /// How many finished connections `status` keeps for inspection.
 const RECENT_LIMIT: usize = 1024;
 
@@ -57,6 +59,8 @@ pub struct Totals {
 
 #[derive(Default)]
 pub struct ConnectionStats {
+    /// The same connections as Prometheus metrics.
+    pub metrics: super::metrics::Metrics,
     opened: AtomicU64,
     closed: AtomicU64,
     failed: AtomicU64,
@@ -109,6 +113,7 @@ impl ConnectionStats {
                 result: "ok".into(),
                 ended_at_ms: 0,
             },
+            established: None,
         }
     }
 
@@ -134,6 +139,8 @@ pub struct ConnectionGuard {
     stats: Arc<ConnectionStats>,
     started: Instant,
     record: ConnectionRecord,
+    /// Set once the upstream connection exists: the labels its metrics are counted under.
+    established: Option<TcpLabels>,
 }
 
 impl ConnectionGuard {
@@ -145,6 +152,39 @@ impl ConnectionGuard {
     pub fn set_service(&mut self, host: String, endpoint: std::net::SocketAddr) {
         self.record.service = Some(host);
         self.record.upstream = Some(endpoint);
+    }
+
+    /// The upstream connection is up: counts the connection as opened.
+    pub fn established(&mut self) {
+        let (namespace, name) = self
+            .record
+            .pod
+            .split_once('/')
+            .unwrap_or(("unknown", &self.record.pod));
+        let unknown = || "unknown".to_string();
+        let service = self.record.service.clone().unwrap_or_else(unknown);
+        let labels = match self.record.direction {
+            Direction::Outbound => TcpLabels {
+                reporter: "source",
+                source_workload: name.to_string(),
+                source_workload_namespace: namespace.to_string(),
+                destination_workload: unknown(),
+                destination_workload_namespace: unknown(),
+                destination_service: service,
+                connection_security_policy: "none",
+            },
+            Direction::Inbound => TcpLabels {
+                reporter: "destination",
+                source_workload: unknown(),
+                source_workload_namespace: unknown(),
+                destination_workload: name.to_string(),
+                destination_workload_namespace: namespace.to_string(),
+                destination_service: service,
+                connection_security_policy: "none",
+            },
+        };
+        self.stats.metrics.tcp_opened.get_or_create(&labels).inc();
+        self.established = Some(labels);
     }
 
     pub fn set_bytes(&mut self, sent: u64, received: u64) {
@@ -179,6 +219,14 @@ impl Drop for ConnectionGuard {
             result = %record.result,
             "connection closed"
         );
+        if let Some(labels) = &self.established {
+            let m = &self.stats.metrics;
+            m.tcp_closed.get_or_create(labels).inc();
+            m.tcp_sent.get_or_create(labels).inc_by(record.bytes_sent);
+            m.tcp_received
+                .get_or_create(labels)
+                .inc_by(record.bytes_received);
+        }
         self.stats.finish(record);
     }
 }

@@ -2,3 +2,4 @@
 //! a guard that reports on drop, so no early return forgets a count.
 pub mod connections;
 pub mod kernel_log;
+pub mod metrics;
