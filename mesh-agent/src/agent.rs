@@ -186,11 +186,17 @@ impl Agent {
         };
         for spec in specs {
             let key = spec.key();
+            let ips = spec.ips.clone();
             match self.add_pod(spec).await {
                 Ok(()) => tracing::info!(pod = %key, "re-enrolled pod from the previous run"),
                 Err(e) => {
                     tracing::warn!(pod = %key, error = %e, "dropping pod of the previous run");
-                    let _ = self.redirector.lock().await.detach_pod(&key.file_name());
+                    let mut redirector = self.redirector.lock().await;
+                    let _ = redirector.detach_pod(&key.file_name());
+                    // Its addresses are no longer enrolled: do not keep dropping their SYNs.
+                    for ip in &ips {
+                        redirector.unsteer_inbound(*ip);
+                    }
                 }
             }
         }

@@ -38,6 +38,10 @@ pub mod maps {
     pub const EXCLUDED_PORTS: &str = "MESH_EXCL_PORTS";
     /// `SockHash<InboundKey>`: the agent's 15006 listener for each enrolled pod address.
     pub const INBOUND_LISTENERS: &str = "MESH_INBOUND";
+    /// `HashMap<InboundKey, u8>`: every enrolled pod address. An address listed here but
+    /// without a listener in `INBOUND_LISTENERS` (the agent is down) is dropped, not
+    /// delivered around the mesh: inbound fails closed, like outbound.
+    pub const ENROLLED_ADDRS: &str = "MESH_ENROLLED";
     /// `Array<u32, u64>` of counters (see [`crate::counters`]).
     pub const COUNTERS: &str = "MESH_COUNTERS";
 }
@@ -62,8 +66,10 @@ pub mod counters {
     pub const HANDED_OVER: u32 = 2;
     /// Inbound SYNs steered to the agent's inbound listener.
     pub const STEERED: u32 = 3;
+    /// Inbound SYNs dropped: an enrolled address while no agent listener exists.
+    pub const DROPPED: u32 = 4;
     /// Size of the counters array.
-    pub const LEN: u32 = 4;
+    pub const LEN: u32 = 5;
 }
 
 /// An IPv4 or IPv6 address and port as the kernel hands them to programs: addresses in

@@ -63,6 +63,10 @@ static EXCLUDED_PORTS: HashMap<u16, u8> = HashMap::pinned(256, 0);
 #[map(name = "MESH_INBOUND")]
 static INBOUND_LISTENERS: SockHash<InboundKey> = SockHash::pinned(4096, 0);
 
+/// Every enrolled pod address (see `mesh_common::maps::ENROLLED_ADDRS`).
+#[map(name = "MESH_ENROLLED")]
+static ENROLLED_ADDRS: HashMap<InboundKey, u8> = HashMap::pinned(4096, 0);
+
 #[map(name = "MESH_COUNTERS")]
 static COUNTERS: Array<u64> = Array::pinned(counters::LEN, 0);
 
@@ -264,13 +268,13 @@ fn try_active_established(ctx: &SockOpsContext) {
 
 #[sk_lookup]
 pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
-    try_sk_lookup(&ctx);
-    // SK_PASS either way: with a socket assigned the SYN goes to it, without one the
-    // normal lookup (the application's own listener) runs.
-    sk_action::SK_PASS
+    // SK_PASS with a socket assigned sends the SYN to it; without one the normal lookup
+    // (the application's own listener) runs. SK_DROP only for an enrolled address whose
+    // agent listener is gone.
+    try_sk_lookup(&ctx)
 }
 
-fn try_sk_lookup(ctx: &SkLookupContext) {
+fn try_sk_lookup(ctx: &SkLookupContext) -> u32 {
     let lookup = ctx.lookup;
     // Each context field is read with its own volatile load: the verifier rejects loads
     // through a context pointer the compiler has offset and shared between branches.
@@ -285,7 +289,7 @@ fn try_sk_lookup(ctx: &SkLookupContext) {
         )
     };
     if protocol != IPPROTO_TCP || ifindex == LOOPBACK_IFINDEX || port == u32::from(HBONE_PORT) {
-        return;
+        return sk_action::SK_PASS;
     }
     let addr = if family == u32::from(FAMILY_INET6) {
         // SAFETY: as above.
@@ -307,7 +311,7 @@ fn try_sk_lookup(ctx: &SkLookupContext) {
             ]
         };
         if remote == ip {
-            return;
+            return sk_action::SK_PASS;
         }
         SockAddr::v6(ip, 0)
     } else if family == u32::from(FAMILY_INET) {
@@ -319,16 +323,23 @@ fn try_sk_lookup(ctx: &SkLookupContext) {
             )
         };
         if remote == local {
-            return;
+            return sk_action::SK_PASS;
         }
         SockAddr::v4(local, 0)
     } else {
-        return;
+        return sk_action::SK_PASS;
     };
     let key = InboundKey { addr };
     if INBOUND_LISTENERS.redirect_sk_lookup(ctx, &key, 0).is_ok() {
         count(counters::STEERED);
+        return sk_action::SK_PASS;
     }
+    // SAFETY: only the presence of the plain u8 value is read.
+    if unsafe { ENROLLED_ADDRS.get(&key) }.is_some() {
+        count(counters::DROPPED);
+        return sk_action::SK_DROP;
+    }
+    sk_action::SK_PASS
 }
 
 #[cfg(not(test))]

@@ -200,7 +200,33 @@ fn restart_reuses_pins_and_uninstall_leaves_nothing() -> Result<()> {
     assert_eq!(mesh.tcp_client(1, 1, &dst, 1000)?["intact"], true);
     let programs_before = mesh.status(1)?["programs"].clone();
 
+    // An app in the enrolled pod, for the inbound side.
+    let _local_app = mesh.serve_in_pod(1, 1, &["echo", "--listen", "0.0.0.0:9100"], 9100)?;
+    let inbound = format!("{}:9100", mesh.pod(1, 1).ip());
+    assert_eq!(mesh.tcp_client(2, 1, &inbound, 1000)?["intact"], true);
+
     mesh.kill_agent(1)?;
+    // Inbound fails closed while no agent runs: sk_lookup drops the SYN to the enrolled
+    // address (the kernel answers with a RST) instead of letting it reach the app around
+    // the mesh, although the app is listening. `timeout` only bounds the attempt.
+    let out = mesh.run_in_pod(
+        2,
+        1,
+        "timeout",
+        &[
+            "2",
+            mesh_tests::agent_bin().to_str().unwrap_or_default(),
+            "app",
+            "tcp-client",
+            "--connect",
+            &inbound,
+        ],
+    )?;
+    assert!(
+        !out.status.success(),
+        "inbound bypassed the stopped agent: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let pin_dir = mesh.agents[0].pin_dir();
     assert!(
         pin_dir.join("prog_mesh_connect4").exists(),
@@ -224,6 +250,15 @@ fn restart_reuses_pins_and_uninstall_leaves_nothing() -> Result<()> {
     );
     let outcome = mesh.tcp_client(1, 1, &dst, MIB)?;
     assert_eq!(outcome["intact"], true);
+    assert!(
+        mesh.status(1)?["kernel"]["dropped"].as_u64() >= Some(1),
+        "no inbound SYN was dropped"
+    );
+    assert_eq!(
+        mesh.tcp_client(2, 1, &inbound, 1000)?["intact"],
+        true,
+        "inbound after restart"
+    );
     eventually(&mesh, 1, "capture after restart", |s| {
         records_to(s, &dst)
             .iter()

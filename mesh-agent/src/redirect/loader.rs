@@ -38,6 +38,8 @@ pub struct KernelCounters {
     pub passed: u64,
     pub handed_over: u64,
     pub steered: u64,
+    /// SYNs to enrolled addresses dropped while no agent listener existed.
+    pub dropped: u64,
 }
 
 pub struct Redirector {
@@ -48,6 +50,8 @@ pub struct Redirector {
     sk_lookup: SkLookup,
     client_dst: Arc<OrigDstTable>,
     inbound: SockHash<MapData, InboundKey>,
+    /// Enrolled pod addresses: kept while the agent is down so inbound fails closed.
+    enrolled: HashMap<MapData, InboundKey, u8>,
     counters: Array<MapData, u64>,
     ids: ProgramIds,
 }
@@ -144,6 +148,8 @@ impl Redirector {
         let map_err = |name| move |source| RedirectError::Map { name, source };
         let client_dst = HashMap::try_from(take(maps::CLIENT_ORIG_DST)?)
             .map_err(map_err(maps::CLIENT_ORIG_DST))?;
+        let enrolled = HashMap::try_from(take(maps::ENROLLED_ADDRS)?)
+            .map_err(map_err(maps::ENROLLED_ADDRS))?;
         let inbound = SockHash::try_from(take(maps::INBOUND_LISTENERS)?)
             .map_err(map_err(maps::INBOUND_LISTENERS))?;
         let counters = Array::try_from(take(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
@@ -172,6 +178,7 @@ impl Redirector {
                 map: Mutex::new(client_dst),
             }),
             inbound,
+            enrolled,
             counters,
             ids,
         })
@@ -277,6 +284,12 @@ impl Redirector {
             .map_err(|source| RedirectError::Map {
                 name: maps::INBOUND_LISTENERS,
                 source,
+            })?;
+        self.enrolled
+            .insert(&key, &1, 0)
+            .map_err(|source| RedirectError::Map {
+                name: maps::ENROLLED_ADDRS,
+                source,
             })
     }
 
@@ -286,6 +299,7 @@ impl Redirector {
         };
         // Absent when the listener already closed (the kernel drops closed sockets).
         let _ = self.inbound.remove(&key);
+        let _ = self.enrolled.remove(&key);
     }
 
     /// The table the outbound path reads original destinations from.
@@ -300,6 +314,7 @@ impl Redirector {
             passed: get(counters::PASSED),
             handed_over: get(counters::HANDED_OVER),
             steered: get(counters::STEERED),
+            dropped: get(counters::DROPPED),
         }
     }
 }
