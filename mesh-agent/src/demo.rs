@@ -4,21 +4,15 @@
 //! enrolls them, sends traffic between them by Service VIP through the agents (reviews
 //! spread over v1, v2, v3) and exposes the product page on 127.0.0.1.
 //! Ctrl-C (or `--duration`) removes everything: agents, pins, namespaces, cgroups.
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::Stdio,
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::Path, process::Stdio, sync::Arc, time::Duration};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use mesh_testbed::lab::{Lab, LabChild, LabSpec};
 use tokio::net::TcpListener;
 
 use crate::{
-    api::client::ApiClient,
-    pod::{PodSockets, PodSpec},
+    launch::{self, LabAgent, StartOptions},
+    pod::PodSockets,
     proxy::copy,
 };
 
@@ -45,8 +39,7 @@ pub struct DemoOptions {
 }
 
 struct Agent {
-    name: String,
-    state_dir: PathBuf,
+    agent: LabAgent,
     child: LabChild,
 }
 
@@ -84,49 +77,38 @@ async fn demo(lab: &Lab, bin: &Path, options: &DemoOptions) -> Result<()> {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
             lab.spawn(&mut cmd)?;
-            let spec = pod_spec(lab, app, version, node, pod);
-            ApiClient::new(agents[node - 1].state_dir.join("agent.sock"))
-                .enroll(&spec)
-                .await?;
+            let labels = [
+                ("app".to_string(), app.to_string()),
+                ("version".into(), version.into()),
+            ];
+            let spec = launch::pod_spec(
+                lab.pod(node, pod),
+                format!("{app}-{version}"),
+                format!("bookinfo-{app}"),
+                labels.into(),
+            );
+            agents[node - 1].agent.client().enroll(&spec).await?;
             println!(
                 "  {:<16} pod n{node}p{pod} {:<14} enrolled with agent {}",
                 format!("{app}-{version}"),
                 lab.pod(node, pod).ip(),
-                agents[node - 1].name
+                agents[node - 1].agent.name
             );
         }
         println!(
             "\nconfiguration: {} (edit it, or `mesh-agent apply --state-dir {} FILE`)",
             config_dir.display(),
-            agents[0].state_dir.display()
+            agents[0].agent.state_dir.display()
         );
         serve(lab, &agents, options).await
     }
     .await;
     for agent in &agents {
         let _ = agent.child.kill();
-        let _ = crate::redirect::uninstall(Path::new(BPFFS_ROOT), &agent.name);
-        let _ = std::fs::remove_dir_all(&agent.state_dir);
+        let _ = agent.agent.uninstall();
     }
     let _ = std::fs::remove_dir_all(&config_dir);
     outcome
-}
-
-fn pod_spec(lab: &Lab, app: &str, version: &str, node: usize, pod: usize) -> PodSpec {
-    let p = lab.pod(node, pod);
-    PodSpec {
-        name: format!("{app}-{version}"),
-        namespace: "default".into(),
-        service_account: format!("bookinfo-{app}"),
-        labels: [
-            ("app".to_string(), app.to_string()),
-            ("version".into(), version.into()),
-        ]
-        .into(),
-        netns: p.netns_path().to_path_buf(),
-        cgroup: p.cgroup_path().to_path_buf(),
-        ips: vec![p.ip().into(), p.ipv6().into()],
-    }
 }
 
 /// The demo's pods as Kubernetes Pod objects with their addresses, so the Bookinfo
@@ -144,32 +126,23 @@ fn pods_yaml(lab: &Lab) -> String {
 
 async fn start_agent(lab: &Lab, bin: &Path, node: usize, config_dir: &Path) -> Result<Agent> {
     let name = format!("demo-{}-n{node}", lab.id());
-    let state_dir = std::env::temp_dir().join(&name);
-    let mut cmd = lab.node(node).command(bin);
-    cmd.args(["run", "--name", &name, "--bpffs-root", BPFFS_ROOT])
-        .arg("--state-dir")
-        .arg(&state_dir)
-        .arg("--config-dir")
-        .arg(config_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null());
-    let child = lab.spawn(&mut cmd).context("starting an agent")?;
-    let client = ApiClient::new(state_dir.join("agent.sock"));
-    for _ in 0..200 {
-        if client.status().await.is_ok() {
-            println!("agent {name} running on node {node}");
-            return Ok(Agent {
-                name,
-                state_dir,
-                child,
-            });
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            bail!("agent {name} exited at start-up: {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("agent {name} did not answer within 10 s")
+    let agent = LabAgent {
+        state_dir: std::env::temp_dir().join(&name),
+        bpffs_root: BPFFS_ROOT.into(),
+        name,
+    };
+    let options = StartOptions {
+        extra_args: vec![
+            "--config-dir".into(),
+            config_dir.to_string_lossy().into_owned(),
+        ],
+        log_filter: "warn",
+        stderr: Stdio::inherit(),
+        timeout: Duration::from_secs(10),
+    };
+    let child = agent.start(lab, node, bin, options).await?;
+    println!("agent {} running on node {node}", agent.name);
+    Ok(Agent { agent, child })
 }
 
 async fn serve(lab: &Lab, agents: &[Agent], options: &DemoOptions) -> Result<()> {
@@ -213,7 +186,9 @@ async fn serve(lab: &Lab, agents: &[Agent], options: &DemoOptions) -> Result<()>
         }
         // productpage calls details and reviews, reviews calls ratings: by Service VIP, as
         // a client that resolved `details:9080` would; the agents pick the endpoints.
-        let dump = ApiClient::new(agents[0].state_dir.join("agent.sock"))
+        let dump = agents[0]
+            .agent
+            .client()
             .config_dump()
             .await
             .unwrap_or_default();
@@ -243,14 +218,11 @@ async fn serve(lab: &Lab, agents: &[Agent], options: &DemoOptions) -> Result<()>
         }
         println!("{}", answers.join("   "));
         for agent in agents {
-            if let Ok(status) = ApiClient::new(agent.state_dir.join("agent.sock"))
-                .status()
-                .await
-            {
+            if let Ok(status) = agent.agent.client().status().await {
                 let c = &status["connections"];
                 println!(
                     "{:<22} connections {:>4}  bytes out {:>8}  in {:>8}",
-                    agent.name, c["opened"], c["bytes_sent"], c["bytes_received"]
+                    agent.agent.name, c["opened"], c["bytes_sent"], c["bytes_received"]
                 );
             }
         }

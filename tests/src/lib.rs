@@ -5,13 +5,17 @@
 //! Everything is named after the lab's run id and removed on drop: agents are killed,
 //! their pins uninstalled, state directories deleted, then the lab itself goes.
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail, ensure};
-use mesh_agent::{api::client::ApiClient, pod::PodSpec};
+use anyhow::{Context, Result, ensure};
+use mesh_agent::{
+    api::client::ApiClient,
+    launch::{self, LabAgent, StartOptions},
+    pod::PodSpec,
+};
 use mesh_testbed::lab::{Lab, LabChild, LabSpec, Pod};
 use serde_json::Value;
 
@@ -57,18 +61,14 @@ pub const BPFFS_ROOT: &str = "/sys/fs/bpf/mesh-test";
 
 /// One node agent process.
 pub struct AgentProcess {
-    pub name: String,
-    pub state_dir: PathBuf,
+    pub agent: LabAgent,
     child: Option<LabChild>,
     node: usize,
 }
 
 impl AgentProcess {
-    pub fn socket(&self) -> PathBuf {
-        self.state_dir.join("agent.sock")
-    }
     pub fn pin_dir(&self) -> PathBuf {
-        Path::new(BPFFS_ROOT).join(&self.name)
+        self.agent.bpffs_root.join(&self.agent.name)
     }
 }
 
@@ -112,8 +112,11 @@ impl Mesh {
             let name = format!("{}-n{node}", mesh.lab.id());
             let state_dir = std::env::temp_dir().join(format!("mesh-test-{name}"));
             mesh.agents.push(AgentProcess {
-                name,
-                state_dir,
+                agent: LabAgent {
+                    name,
+                    bpffs_root: BPFFS_ROOT.into(),
+                    state_dir,
+                },
                 child: None,
                 node,
             });
@@ -124,48 +127,33 @@ impl Mesh {
 
     /// Starts (or restarts) the agent of `node` and waits for its API.
     pub fn start_agent(&mut self, node: usize) -> Result<()> {
-        let agent = &self.agents[node - 1];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(std::env::temp_dir().join(format!("mesh-test-{}.log", agent.name)))?;
-        let mut cmd = self.lab.node(agent.node).command(agent_bin());
-        cmd.args(["run", "--name", &agent.name, "--bpffs-root", BPFFS_ROOT])
-            .arg("--state-dir")
-            .arg(&agent.state_dir)
-            .args(&self.agent_args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        let child = self.lab.spawn(&mut cmd).context("spawning mesh-agent")?;
+            .open(self.log_path(node))?;
+        let options = StartOptions {
+            extra_args: self.agent_args.clone(),
+            log_filter: "info",
+            stderr: log.into(),
+            timeout: Duration::from_secs(20),
+        };
+        let process = &self.agents[node - 1];
+        let started = self.runtime.block_on(process.agent.start(
+            &self.lab,
+            process.node,
+            &agent_bin(),
+            options,
+        ));
+        let child = started.with_context(|| format!("see {}", self.log_path(node).display()))?;
         self.agents[node - 1].child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if self.status(node).is_ok() {
-                return Ok(());
-            }
-            if let Some(status) = self.agents[node - 1]
-                .child
-                .as_ref()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                bail!(
-                    "agent {} exited during start-up ({status}); see {}",
-                    self.agents[node - 1].name,
-                    self.log_path(node).display()
-                );
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "agent {} did not answer within 20 s",
-                self.agents[node - 1].name
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        Ok(())
     }
 
     pub fn log_path(&self, node: usize) -> PathBuf {
-        std::env::temp_dir().join(format!("mesh-test-{}.log", self.agents[node - 1].name))
+        std::env::temp_dir().join(format!(
+            "mesh-test-{}.log",
+            self.agents[node - 1].agent.name
+        ))
     }
 
     /// SIGKILL, as a crash or an OOM kill would.
@@ -177,7 +165,7 @@ impl Mesh {
     }
 
     pub fn client(&self, node: usize) -> ApiClient {
-        ApiClient::new(self.agents[node - 1].socket())
+        self.agents[node - 1].agent.client()
     }
 
     pub fn status(&self, node: usize) -> Result<Value> {
@@ -186,15 +174,7 @@ impl Mesh {
 
     pub fn pod_spec(&self, node: usize, pod: usize) -> PodSpec {
         let p = self.lab.pod(node, pod);
-        PodSpec {
-            name: p.name().replace('_', "-").to_lowercase(),
-            namespace: "default".into(),
-            service_account: "default".into(),
-            labels: Default::default(),
-            netns: p.netns_path().to_path_buf(),
-            cgroup: p.cgroup_path().to_path_buf(),
-            ips: vec![p.ip().into(), p.ipv6().into()],
-        }
+        launch::pod_spec(p, p.name(), "default", Default::default())
     }
 
     /// Enrolls pod `pod` of node `node` with that node's agent.
@@ -298,6 +278,29 @@ impl Mesh {
         Ok(serde_json::from_slice(&out.stdout)?)
     }
 
+    /// Starts `tcp-client` in a pod: it sends `bytes` to an echo server, then holds the
+    /// connection open for `hold` before half-closing. A connection that stays established
+    /// across whatever the test does next; finish it with [`finish_held`].
+    pub fn hold_tcp_client(
+        &self,
+        node: usize,
+        pod: usize,
+        connect: &str,
+        bytes: u64,
+        hold: Duration,
+    ) -> Result<std::process::Child> {
+        let child = self
+            .pod(node, pod)
+            .command(agent_bin())
+            .args(["app", "tcp-client", "--connect", connect])
+            .args(["--bytes", &bytes.to_string()])
+            .args(["--hold-ms", &hold.as_millis().to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        Ok(child)
+    }
+
     /// `mesh-agent uninstall` for one agent.
     pub fn uninstall(&self, node: usize) -> Result<()> {
         let agent = &self.agents[node - 1];
@@ -305,12 +308,12 @@ impl Mesh {
             .args([
                 "uninstall",
                 "--name",
-                &agent.name,
+                &agent.agent.name,
                 "--bpffs-root",
                 BPFFS_ROOT,
             ])
             .arg("--state-dir")
-            .arg(&agent.state_dir)
+            .arg(&agent.agent.state_dir)
             .output()?;
         ensure!(
             out.status.success(),
@@ -352,6 +355,19 @@ pub fn opened(status: &Value) -> u64 {
     status["connections"]["opened"].as_u64().unwrap_or(0)
 }
 
+/// Polls `check` every 50 ms until it holds; after 10 s fails naming `what`. An error
+/// from `check` ends the wait at once.
+pub fn wait_for(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if check()? {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits until `check` holds for the agent's status (records are written when a
 /// connection ends, which can trail the client's exit by a moment).
 pub fn eventually(
@@ -360,15 +376,28 @@ pub fn eventually(
     what: &str,
     check: impl Fn(&Value) -> bool,
 ) -> Result<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = mesh.status(node)?;
-        if check(&status) {
-            return Ok(status);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for: {what}\nstatus: {status:#}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut status = Value::Null;
+    wait_for(what, || {
+        status = mesh.status(node)?;
+        Ok(check(&status))
+    })
+    .with_context(|| format!("status: {status:#}"))?;
+    Ok(status)
+}
+
+/// Collects a client started by [`Mesh::hold_tcp_client`]. It must still be running when
+/// called (a connection that ended before the test's changes proves nothing) and must exit
+/// cleanly; returns its JSON outcome.
+pub fn finish_held(mut held: std::process::Child) -> Result<Value> {
+    ensure!(
+        held.try_wait()?.is_none(),
+        "the held connection ended before the test's changes; hold it longer"
+    );
+    let out = held.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "held client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
 }
