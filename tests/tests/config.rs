@@ -4,7 +4,7 @@
 use std::{io::Write, path::Path, process::Command, time::Duration};
 
 use anyhow::Result;
-use mesh_tests::{Mesh, agent_bin, eventually};
+use mesh_tests::{Mesh, agent_bin, eventually, finish_held, wait_for};
 
 fn fixtures() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
@@ -80,33 +80,14 @@ fn watched_config_dir_hot_reload_keeps_last_good_and_connections() -> Result<()>
             .map(|w| text.matches(w).count() as u64)
             .collect())
     };
-    let start = std::time::Instant::now();
-    while weights(&mesh)?[0] == 0 && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        weights(&mesh)?[0] >= 1 && weights(&mesh)?[1] >= 1,
-        "80/20 not loaded"
-    );
+    wait_for("the 80/20 split loaded", || {
+        weights(&mesh).map(|w| w[0] >= 1 && w[1] >= 1)
+    })?;
 
     // A long-lived connection through the agent while the configuration changes.
     let _echo = mesh.serve_in_pod(2, 1, &["echo", "--listen", "0.0.0.0:9000"], 9000)?;
     let dst = format!("{}:9000", mesh.pod(2, 1).ip());
-    let mut long = mesh
-        .pod(1, 1)
-        .command(agent_bin())
-        .args([
-            "app",
-            "tcp-client",
-            "--connect",
-            &dst,
-            "--bytes",
-            "10485760",
-        ])
-        .args(["--hold-ms", "8000"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
+    let long = mesh.hold_tcp_client(1, 1, &dst, 10 * 1024 * 1024, Duration::from_secs(8))?;
 
     // Edit: 80/20 -> 50/50.
     let vs = std::fs::read_to_string(bookinfo.join("virtual-service-reviews-80-20.yaml"))?;
@@ -158,19 +139,8 @@ fn watched_config_dir_hot_reload_keeps_last_good_and_connections() -> Result<()>
         .expect_err("unknown field accepted");
     assert!(err.to_string().contains("htp"), "{err}");
 
-    // The connection that was flowing through all of this finished intact (it was still
-    // running when the edits landed, or this proves nothing).
-    assert!(
-        long.try_wait()?.is_none(),
-        "the transfer ended before the edits; make it longer"
-    );
-    let out = long.wait_with_output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    // The connection that was flowing through all of this finished intact.
+    let outcome = finish_held(long)?;
     assert_eq!(outcome["intact"], true);
     drop(mesh);
     drop(guard);
@@ -289,43 +259,17 @@ fn editing_endpoints_swaps_routing_for_new_connections_only() -> Result<()> {
             })
             .unwrap_or(false)
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !loaded(&mesh, &one) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "web.yaml was not loaded"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("web.yaml loaded", || Ok(loaded(&mesh, &one)))?;
     assert_eq!(curl_web(&mesh)?, "one");
 
     // A connection established to the VIP now (lands on "one"), held open across the edit.
-    let mut held = mesh
-        .pod(1, 1)
-        .command(agent_bin())
-        .args([
-            "app",
-            "tcp-client",
-            "--connect",
-            "198.19.0.20:9000",
-            "--bytes",
-            "1048576",
-        ])
-        .args(["--hold-ms", "6000"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
+    let held = mesh.hold_tcp_client(1, 1, "198.19.0.20:9000", 1_048_576, Duration::from_secs(6))?;
     std::thread::sleep(Duration::from_millis(500));
 
     write(&dir.join("web.yaml"), &web_service(&two))?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while curl_web(&mesh)? != "two" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "routing did not swap to the new endpoint"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for("routing swapped to the new endpoint", || {
+        Ok(curl_web(&mesh)? == "two")
+    })?;
 
     // Broken edit: refused, routing stays on "two".
     write(
@@ -369,17 +313,7 @@ fn editing_endpoints_swaps_routing_for_new_connections_only() -> Result<()> {
     );
 
     // The held connection stayed on "one" and ended intact.
-    assert!(
-        held.try_wait()?.is_none(),
-        "the held connection ended before the edits"
-    );
-    let out = held.wait_with_output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let outcome = finish_held(held)?;
     assert_eq!(outcome["intact"], true);
     let echo_one = format!("{one}:9000");
     eventually(&mesh, 1, "the held connection's record", |s| {
