@@ -48,7 +48,7 @@ fn main() -> Result<()> {
         Task::Lint => test::lint(),
         Task::Test { args } => test::run(&args),
         Task::Bench { args } => test::bench(&args),
-        Task::Demo { args } => test::run_agent_subcommand("demo", &args),
+        Task::Demo { args } => test::demo(&args),
     }
 }
 
