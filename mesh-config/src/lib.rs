@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod authz;
 pub mod duration;
 pub mod error;
 pub mod istio;

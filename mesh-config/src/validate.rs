@@ -4,11 +4,15 @@
 //! Errors: a route to a subset no DestinationRule defines; route weights not summing to 100;
 //! a multi-port Service with an unnamed port; a VirtualService bound to a missing Gateway; two
 //! VirtualServices claiming the same host for the mesh; a host listed twice in one
-//! VirtualService; unknown port protocols; bad `exportTo`; percentages outside 0–100.
+//! VirtualService; unknown port protocols; bad `exportTo`; percentages outside 0–100;
+//! AuthorizationPolicy addresses that are not an IP or CIDR, ports outside 1–65535, empty
+//! sources and operations, conditions without values; PeerAuthentication `portLevelMtls`
+//! without a workload selector or keyed by something other than a port.
 //! Warnings: a single-port Service without a port name (its protocol is taken as TCP).
 
 use std::collections::{BTreeMap, HashSet};
 
+use crate::authz::{self, IpBlock};
 use crate::error::{ConfigError, ConfigWarning};
 use crate::istio::{self, Destination};
 use crate::object::{LoadedObject, Object, latest_by_key};
@@ -63,6 +67,8 @@ pub fn analyze(
             Object::Gateway(gw) => a.gateway(o, &gw.spec),
             Object::ServiceEntry(se) => a.service_entry(o, &se.spec),
             Object::DestinationRule(dr) => a.export_to(o, &dr.spec.export_to),
+            Object::AuthorizationPolicy(ap) => a.authorization_policy(o, &ap.spec),
+            Object::PeerAuthentication(pa) => a.peer_authentication(o, &pa.spec),
             _ => {}
         }
     }
@@ -364,6 +370,111 @@ impl Analysis<'_> {
             && Protocol::parse(p).is_none()
         {
             self.error(o, field, format!("unknown protocol {p:?}"));
+        }
+    }
+
+    /// What Istio's webhook refuses, and what the L4 evaluator must be able to read: an
+    /// address it cannot parse would otherwise match nothing without a word.
+    fn authorization_policy(&mut self, o: &LoadedObject, spec: &istio::AuthorizationPolicySpec) {
+        for (i, rule) in spec.rules.iter().enumerate() {
+            for (j, from) in rule.from.iter().enumerate() {
+                let base = format!("spec.rules[{i}].from[{j}].source");
+                let s = &from.source;
+                if *s == istio::Source::default() {
+                    self.error(o, &base, "a source needs at least one field".into());
+                }
+                for (name, values) in [
+                    ("ipBlocks", &s.ip_blocks),
+                    ("notIpBlocks", &s.not_ip_blocks),
+                    ("remoteIpBlocks", &s.remote_ip_blocks),
+                    ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
+                ] {
+                    self.ip_blocks(o, &format!("{base}.{name}"), values);
+                }
+            }
+            for (j, to) in rule.to.iter().enumerate() {
+                let base = format!("spec.rules[{i}].to[{j}].operation");
+                let op = &to.operation;
+                if *op == istio::Operation::default() {
+                    self.error(o, &base, "an operation needs at least one field".into());
+                }
+                self.ports(o, &format!("{base}.ports"), &op.ports);
+                self.ports(o, &format!("{base}.notPorts"), &op.not_ports);
+            }
+            for (j, c) in rule.when.iter().enumerate() {
+                let base = format!("spec.rules[{i}].when[{j}]");
+                if c.key.is_empty() {
+                    self.error(o, &format!("{base}.key"), "a condition needs a key".into());
+                }
+                if c.values.is_empty() && c.not_values.is_empty() {
+                    self.error(o, &base, "a condition needs values or notValues".into());
+                }
+                let lists = [("values", &c.values), ("notValues", &c.not_values)];
+                match c.key.as_str() {
+                    "source.ip" | "remote.ip" | "destination.ip" => {
+                        for (name, values) in lists {
+                            self.ip_blocks(o, &format!("{base}.{name}"), values);
+                        }
+                    }
+                    "destination.port" => {
+                        for (name, values) in lists {
+                            self.ports(o, &format!("{base}.{name}"), values);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn ip_blocks(&mut self, o: &LoadedObject, field: &str, values: &[String]) {
+        for (k, v) in values.iter().enumerate() {
+            if let Err(e) = v.parse::<IpBlock>() {
+                self.error(
+                    o,
+                    &format!("{field}[{k}]"),
+                    format!("{v:?} is not an IP address or CIDR: {e}"),
+                );
+            }
+        }
+    }
+
+    fn ports(&mut self, o: &LoadedObject, field: &str, values: &[String]) {
+        for (k, v) in values.iter().enumerate() {
+            if authz::parse_port(v).is_none() {
+                self.error(
+                    o,
+                    &format!("{field}[{k}]"),
+                    format!("{v:?} is not a port number in 1..65535"),
+                );
+            }
+        }
+    }
+
+    fn peer_authentication(&mut self, o: &LoadedObject, spec: &istio::PeerAuthenticationSpec) {
+        if spec.port_level_mtls.is_empty() {
+            return;
+        }
+        let has_labels = spec
+            .selector
+            .as_ref()
+            .is_some_and(|s| !s.match_labels.is_empty());
+        if !has_labels {
+            self.error(
+                o,
+                "spec.portLevelMtls",
+                "portLevelMtls needs a selector with matchLabels (it sets one workload's ports)"
+                    .into(),
+            );
+        }
+        for key in spec.port_level_mtls.keys() {
+            if authz::parse_port(key).is_none() {
+                self.error(
+                    o,
+                    &format!("spec.portLevelMtls.{key}"),
+                    format!("{key:?} is not a port number in 1..65535"),
+                );
+            }
         }
     }
 
