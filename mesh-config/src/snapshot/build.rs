@@ -111,6 +111,11 @@ fn build_valid(objects: &[&LoadedObject], mesh: &MeshOptions) -> Snapshot {
         .iter()
         .map(|(fqdn, svc)| (svc.vip, fqdn.clone()))
         .collect();
+    snap.workloads_by_ip = snap
+        .workloads
+        .iter()
+        .filter_map(|(key, w)| Some((w.address?, key.clone())))
+        .collect();
     snap
 }
 

@@ -47,6 +47,10 @@ pub struct Snapshot {
     /// here on every new connection, so no scan over all services.
     #[serde(skip)]
     pub services_by_vip: BTreeMap<IpAddr, String>,
+    /// Workload address -> key in `workloads`: the data path asks "is this destination a
+    /// mesh workload, with which identity" on every new connection.
+    #[serde(skip)]
+    pub workloads_by_ip: BTreeMap<IpAddr, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -211,6 +215,12 @@ impl Snapshot {
     pub fn service_by_vip(&self, vip: IpAddr) -> Option<&ServiceInfo> {
         let fqdn = self.services_by_vip.get(&vip)?;
         self.services.get(fqdn).map(Arc::as_ref)
+    }
+
+    /// The workload (pod) that has address `ip`.
+    pub fn workload_by_ip(&self, ip: IpAddr) -> Option<&Workload> {
+        let key = self.workloads_by_ip.get(&ip)?;
+        self.workloads.get(key).map(Arc::as_ref)
     }
 
     /// The VirtualServices that apply to `fqdn` (exact host first, then wildcards).
