@@ -7,7 +7,8 @@ use std::{
     sync::Arc,
 };
 
-use mesh_common::{INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
+use mesh_common::{HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
+use mesh_identity::{CertManager, CertificateAuthority, SpiffeId};
 use serde::Serialize;
 use tokio::{sync::Mutex, task::JoinHandle};
 
@@ -15,8 +16,12 @@ use mesh_config::{ConfigStore, DirSource, KubeSource, store::StoreStatus};
 
 use crate::{
     pod::{PodKey, PodSockets, PodSpec, PodSpecError},
-    proxy::{PodProxy, inbound, outbound},
-    redirect::{self, KernelCounters, OrigDstTable, ProgramIds, RedirectError, Redirector},
+    proxy::{
+        NodeProxy, PodProxy, inbound, inbound_passthrough,
+        local::{LocalPod, LocalPods},
+        outbound,
+    },
+    redirect::{self, KernelCounters, ProgramIds, RedirectError, Redirector},
     telemetry::connections::{ConnectionRecord, ConnectionStats, Totals},
 };
 
@@ -35,6 +40,14 @@ pub struct AgentConfig {
     /// Watch the Kubernetes API: `Some(None)` infers the cluster (KUBECONFIG,
     /// ~/.kube/config, in-cluster), `Some(Some(path))` uses that kubeconfig.
     pub kubernetes: Option<Option<PathBuf>>,
+    /// The mesh CA in Istio's `cacerts` layout (created here if empty).
+    pub ca_dir: PathBuf,
+    /// SPIFFE trust domain of the identities this agent issues.
+    pub trust_domain: String,
+    /// Lifetime of workload certificates (rotated at half of it).
+    pub cert_lifetime: std::time::Duration,
+    /// Istio's root namespace (mesh-wide policies).
+    pub root_namespace: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,14 +102,12 @@ impl Drop for EnrolledPod {
 pub struct Agent {
     config: AgentConfig,
     redirector: Mutex<Redirector>,
-    orig_dst: Arc<OrigDstTable>,
     program_ids: ProgramIds,
     pods: Mutex<BTreeMap<PodKey, EnrolledPod>>,
-    stats: Arc<ConnectionStats>,
+    /// What every pod's proxy shares: configuration, certificates, tunnels, counters.
+    node: Arc<NodeProxy>,
     /// The mesh configuration; the outbound path reads its snapshot per connection.
     config_store: Arc<ConfigStore>,
-    /// Round-robin position shared by all pods of this agent.
-    picks: Arc<std::sync::atomic::AtomicUsize>,
     /// Watches `config_dir` while it lives.
     _config_source: Option<DirSource>,
     /// Watches the Kubernetes API while it lives.
@@ -150,14 +161,36 @@ impl Agent {
             }
             None => None,
         };
-        let agent = Arc::new(Agent {
+        let ca = CertificateAuthority::load_or_create(&config.ca_dir, &config.trust_domain)
+            .with_context(|| format!("loading the mesh CA from {}", config.ca_dir.display()))?;
+        let node = Arc::new(NodeProxy {
             orig_dst: redirector.orig_dst_table(),
+            stats: Arc::new(ConnectionStats::default()),
+            config: config_store.clone(),
+            balancer: Default::default(),
+            certs: Arc::new(CertManager::new(Arc::new(ca), config.cert_lifetime)),
+            trust_domain: config.trust_domain.clone(),
+            root_namespace: config.root_namespace.clone(),
+            pool: Default::default(),
+            local: LocalPods::default(),
+        });
+        let sweeper = Arc::downgrade(&node);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::proxy::pool::IDLE_TIMEOUT / 2);
+            loop {
+                tick.tick().await;
+                let Some(node) = sweeper.upgrade() else {
+                    return;
+                };
+                node.pool.sweep();
+            }
+        });
+        let agent = Arc::new(Agent {
             program_ids: redirector.program_ids().clone(),
             redirector: Mutex::new(redirector),
             pods: Mutex::new(BTreeMap::new()),
-            stats: Arc::new(ConnectionStats::default()),
+            node,
             config_store,
-            picks: Arc::default(),
             _config_source: config_source,
             _kube_source: kube_source,
             config,
@@ -297,6 +330,21 @@ impl Agent {
             )
             .await
             .ok();
+        // HBONE on every address of the pod; sk_lookup leaves 15008 alone.
+        let hbone_v4 = sockets
+            .listen(
+                SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), HBONE_PORT),
+                1024,
+            )
+            .await
+            .map_err(io("HBONE listener 0.0.0.0:15008"))?;
+        let hbone_v6 = sockets
+            .listen(
+                SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), HBONE_PORT),
+                1024,
+            )
+            .await
+            .ok();
         let netns_cookie =
             mesh_testbed::netns::netns_cookie(&out_v4).map_err(io("SO_NETNS_COOKIE"))?;
 
@@ -333,22 +381,34 @@ impl Agent {
         }
         drop(redirector);
 
+        let identity = self.identity_of(spec);
         let proxy = Arc::new(PodProxy {
             pod: key.to_string(),
+            namespace: spec.namespace.clone(),
+            labels: spec.labels.clone(),
+            identity: identity.clone(),
             sockets,
             netns_cookie,
             pod_ips: spec.ips.clone(),
-            orig_dst: self.orig_dst.clone(),
-            stats: self.stats.clone(),
-            config: self.config_store.clone(),
-            picks: self.picks.clone(),
+            node: self.node.clone(),
         });
+        self.node.local.insert(
+            &spec.ips,
+            Arc::new(LocalPod {
+                key: key.to_string(),
+                namespace: spec.namespace.clone(),
+                labels: spec.labels.clone(),
+                identity,
+            }),
+        );
         let mut tasks = vec![
             tokio::spawn(outbound::serve(out_v4, proxy.clone())),
-            tokio::spawn(inbound::serve(in_v4, proxy.clone())),
+            tokio::spawn(inbound_passthrough::serve(in_v4, proxy.clone())),
+            tokio::spawn(inbound::serve(hbone_v4, proxy.clone())),
         ];
         tasks.extend(out_v6.map(|l| tokio::spawn(outbound::serve(l, proxy.clone()))));
-        tasks.extend(in_v6.map(|l| tokio::spawn(inbound::serve(l, proxy.clone()))));
+        tasks.extend(in_v6.map(|l| tokio::spawn(inbound_passthrough::serve(l, proxy.clone()))));
+        tasks.extend(hbone_v6.map(|l| tokio::spawn(inbound::serve(l, proxy.clone()))));
         Ok(EnrolledPod {
             spec: spec.clone(),
             tasks,
@@ -362,6 +422,17 @@ impl Agent {
             .await
             .remove(key)
             .ok_or_else(|| EnrollError::NotFound(key.clone()))?;
+        self.node.local.remove(&pod.spec.ips);
+        let identity = self.identity_of(&pod.spec);
+        let shared = self
+            .pods
+            .lock()
+            .await
+            .values()
+            .any(|other| self.identity_of(&other.spec) == identity);
+        if !shared {
+            self.node.certs.forget(&identity);
+        }
         let mut redirector = self.redirector.lock().await;
         for ip in &pod.spec.ips {
             redirector.unsteer_inbound(*ip);
@@ -376,6 +447,15 @@ impl Agent {
         })?;
         tracing::info!(pod = %key, "pod removed");
         Ok(())
+    }
+
+    /// A pod's SPIFFE identity: its namespace and service account in this trust domain.
+    fn identity_of(&self, spec: &PodSpec) -> SpiffeId {
+        SpiffeId::new(
+            &self.config.trust_domain,
+            &spec.namespace,
+            &spec.service_account,
+        )
     }
 
     pub async fn pods(&self) -> Vec<PodSpec> {
@@ -396,15 +476,15 @@ impl Agent {
             kernel,
             pods: self.pods().await,
             links: redirect::attached_links(&self.config.bpffs_root, &self.config.name),
-            connections: self.stats.totals(),
-            recent: self.stats.recent(),
+            connections: self.node.stats.totals(),
+            recent: self.node.stats.recent(),
             config: self.config_store.status(),
         }
     }
 
     /// Prometheus text exposition of the agent's metrics.
     pub fn metrics_text(&self) -> String {
-        self.stats.metrics.render(&self.config_store)
+        self.node.stats.metrics.render(&self.config_store)
     }
 
     pub fn config_store(&self) -> &ConfigStore {

@@ -108,6 +108,7 @@ async fn demo(lab: &Lab, bin: &Path, options: &DemoOptions) -> Result<()> {
         let _ = agent.agent.uninstall();
     }
     let _ = std::fs::remove_dir_all(&config_dir);
+    let _ = std::fs::remove_dir_all(launch::lab_ca_dir(lab));
     outcome
 }
 
@@ -129,6 +130,7 @@ async fn start_agent(lab: &Lab, bin: &Path, node: usize, config_dir: &Path) -> R
     let agent = LabAgent {
         state_dir: std::env::temp_dir().join(&name),
         bpffs_root: BPFFS_ROOT.into(),
+        ca_dir: launch::lab_ca_dir(lab),
         name,
     };
     let options = StartOptions {

@@ -46,6 +46,14 @@ pub struct LabAgent {
     pub name: String,
     pub bpffs_root: PathBuf,
     pub state_dir: PathBuf,
+    /// The mesh CA shared by the lab's agents ([`lab_ca_dir`]).
+    pub ca_dir: PathBuf,
+}
+
+/// Where a lab's agents keep their shared CA (Istio's `cacerts` layout); the first agent
+/// to start creates it. Remove it with the lab.
+pub fn lab_ca_dir(lab: &Lab) -> PathBuf {
+    std::env::temp_dir().join(format!("mesh-ca-{}", lab.id()))
 }
 
 impl LabAgent {
@@ -78,6 +86,8 @@ impl LabAgent {
             .arg(&self.bpffs_root)
             .arg("--state-dir")
             .arg(&self.state_dir)
+            .arg("--ca-dir")
+            .arg(&self.ca_dir)
             .args(extra_args)
             .env("RUST_LOG", log_filter)
             .stdout(Stdio::null())

@@ -80,6 +80,20 @@ enum Command {
         /// write per connection). Takes effect when the programs are first loaded.
         #[arg(long)]
         kernel_debug_logs: bool,
+        /// The mesh CA in Istio's `cacerts` layout (ca-cert.pem, ca-key.pem, root-cert.pem,
+        /// cert-chain.pem); a root CA is generated there if the directory is empty. Agents
+        /// of one mesh must share it.
+        #[arg(long, default_value = "/var/lib/mesh-agent/cacerts")]
+        ca_dir: PathBuf,
+        /// SPIFFE trust domain of workload identities.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        /// Lifetime of workload certificates (rotated when half of it is left), e.g. 24h.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        cert_lifetime: std::time::Duration,
+        /// Istio's root namespace: mesh-wide PeerAuthentication and AuthorizationPolicy.
+        #[arg(long, default_value = "istio-system")]
+        root_namespace: String,
     },
     /// Remove an agent's pinned programs, maps and links, and its state.
     Uninstall {
@@ -205,6 +219,10 @@ async fn run(command: Command) -> Result<()> {
             kubernetes,
             kubeconfig,
             metrics_addr,
+            ca_dir,
+            trust_domain,
+            cert_lifetime,
+            root_namespace,
         } => {
             let config = AgentConfig {
                 name: paths.name.clone(),
@@ -214,6 +232,10 @@ async fn run(command: Command) -> Result<()> {
                 kernel_debug_logs,
                 config_dir,
                 kubernetes: (kubernetes || kubeconfig.is_some()).then_some(kubeconfig),
+                ca_dir,
+                trust_domain,
+                cert_lifetime,
+                root_namespace,
             };
             run_agent(paths, config, cleanup, metrics_addr).await
         }
@@ -368,4 +390,11 @@ async fn run_agent(
         tracing::info!("removed pins and state");
     }
     Ok(())
+}
+
+/// `--cert-lifetime`: Istio's duration forms (`24h`, `90m`, `30s`).
+fn parse_duration(input: &str) -> Result<std::time::Duration, String> {
+    mesh_config::duration::IstioDuration::parse(input)
+        .map(|d| d.0)
+        .map_err(|e| e.to_string())
 }

@@ -72,6 +72,15 @@ impl AgentProcess {
     }
 }
 
+/// A lab pod as a mesh workload of the test's choosing, in namespace `default`.
+#[derive(Clone, Copy)]
+pub struct Workload<'a> {
+    pub node: usize,
+    pub pod: usize,
+    pub service_account: &'a str,
+    pub labels: &'a [(&'a str, &'a str)],
+}
+
 /// A lab plus one agent per node.
 pub struct Mesh {
     pub lab: Lab,
@@ -116,6 +125,7 @@ impl Mesh {
                     name,
                     bpffs_root: BPFFS_ROOT.into(),
                     state_dir,
+                    ca_dir: launch::lab_ca_dir(&mesh.lab),
                 },
                 child: None,
                 node,
@@ -181,6 +191,74 @@ impl Mesh {
     pub fn enroll(&self, node: usize, pod: usize) -> Result<()> {
         let spec = self.pod_spec(node, pod);
         Ok(self.runtime.block_on(self.client(node).enroll(&spec))?)
+    }
+
+    /// Enrolls a lab pod as the workload `w` (its identity is
+    /// `spiffe://cluster.local/ns/default/sa/<service account>`).
+    pub fn enroll_as(&self, w: &Workload) -> Result<()> {
+        let p = self.lab.pod(w.node, w.pod);
+        let labels = w
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let spec = launch::pod_spec(p, p.name(), w.service_account, labels);
+        Ok(self.runtime.block_on(self.client(w.node).enroll(&spec))?)
+    }
+
+    /// What creating pods does in a cluster: each workload is enrolled with its node's
+    /// agent (the CNI plugin's part) and every agent learns all of them from the
+    /// configuration (the API server's part, as `workloads.yaml`).
+    pub fn enroll_workloads(&self, workloads: &[Workload]) -> Result<()> {
+        for w in workloads {
+            self.enroll_as(w)?;
+        }
+        self.apply_all("workloads.yaml", &self.workloads_yaml(workloads))
+    }
+
+    /// Applies YAML to every agent (what `kubectl apply` does for a whole cluster) and
+    /// waits until each has taken it.
+    pub fn apply_all(&self, file: &str, yaml: &str) -> Result<()> {
+        for node in 1..=self.agents.len() {
+            let answer = self
+                .runtime
+                .block_on(
+                    self.client(node)
+                        .apply_config(file, yaml.as_bytes().to_vec()),
+                )
+                .with_context(|| format!("applying {file} to node {node}"))?;
+            ensure!(
+                answer["errors"].as_array().is_none_or(|e| e.is_empty()),
+                "node {node} refused {file}: {answer}"
+            );
+        }
+        Ok(())
+    }
+
+    /// The Prometheus text of an agent.
+    pub fn metrics(&self, node: usize) -> Result<String> {
+        Ok(self.runtime.block_on(self.client(node).metrics())?)
+    }
+
+    /// Kubernetes YAML declaring lab pods as mesh workloads, as the API server would list
+    /// them to every node: the `default` namespace enrolled in ambient mode and one Pod per
+    /// workload, with its address.
+    pub fn workloads_yaml(&self, workloads: &[Workload]) -> String {
+        let mut yaml = String::from(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n  labels: {istio.io/dataplane-mode: ambient}\n",
+        );
+        for w in workloads {
+            let p = self.lab.pod(w.node, w.pod);
+            let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            yaml.push_str(&format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: default\n  labels: {{{}}}\nspec:\n  serviceAccountName: {}\n  containers: [{{name: app, image: app}}]\nstatus:\n  podIP: {}\n",
+                p.name(),
+                labels.join(", "),
+                w.service_account,
+                p.ip()
+            ));
+        }
+        yaml
     }
 
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -334,6 +412,7 @@ impl Drop for Mesh {
                 let _ = std::fs::remove_file(self.log_path(node));
             }
         }
+        let _ = std::fs::remove_dir_all(launch::lab_ca_dir(&self.lab));
         self.lab.cleanup();
     }
 }

@@ -23,6 +23,8 @@ const APT_PACKAGES: &[&str] = &[
     "nghttp2-client", // h2load: request/response latency
     "wrk",            // HTTP/1.1 load
     "bpftool",        // inspecting programs, maps and pins
+    "tcpdump",        // captures on the lab bridge: what crosses between nodes
+    "openssl",        // s_client: hostile TLS clients against HBONE (15008)
     "ca-certificates",
     "gcc", // cc for crates with C parts
 ];

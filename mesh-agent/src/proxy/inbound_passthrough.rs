@@ -1,12 +1,14 @@
 //! Inbound plaintext: SYNs to an enrolled pod's address that `sk_lookup` steered to the
-//! agent's listener (127.0.0.1:15006 inside the pod). The accepted socket's local address
-//! is the address the client asked for; the agent delivers to it over the pod's loopback,
-//! which `sk_lookup` ignores, so delivery is not captured again.
+//! agent's listener (127.0.0.1:15006 inside the pod), from clients outside the mesh (mesh
+//! workloads come over HBONE to 15008). `PeerAuthentication` decides whether plaintext is
+//! accepted for the port (STRICT refuses it), then `AuthorizationPolicy` sees a client
+//! without identity. The accepted socket's local address is the address the client asked
+//! for; the agent delivers to it over the pod's loopback, which `sk_lookup` ignores.
 use std::{net::SocketAddr, sync::Arc};
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{PodProxy, copy};
+use super::{PodProxy, copy, error::ProxyError, policy};
 use crate::telemetry::connections::Direction;
 
 pub async fn serve(listener: TcpListener, pod: Arc<PodProxy>) {
@@ -14,18 +16,29 @@ pub async fn serve(listener: TcpListener, pod: Arc<PodProxy>) {
 }
 
 async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
-    let mut guard = pod.stats.open(Direction::Inbound, pod.pod.clone(), peer);
+    let mut guard = pod
+        .node
+        .stats
+        .open(Direction::Inbound, pod.pod.clone(), peer);
     let target = match client.local_addr() {
         Ok(addr) => addr,
         Err(e) => {
-            guard.fail(format!("no local address: {e}"));
+            guard.fail(&ProxyError::Copy(e));
             return;
         }
     };
     guard.set_destination(target);
     // Only addresses of this pod are steered here; anything else is a bug or a spoof.
     if !pod.pod_ips.contains(&target.ip()) {
-        guard.fail(format!("{target} is not an address of this pod"));
+        guard.fail(&ProxyError::NotThisPod(target));
+        copy::reset(&client);
+        return;
+    }
+    let snapshot = pod.node.config.snapshot();
+    let checked = policy::plaintext_allowed(&snapshot, &pod, target.port())
+        .and_then(|()| policy::check(&snapshot, &pod, None, peer, target));
+    if let Err(e) = checked {
+        guard.fail(&e);
         copy::reset(&client);
         return;
     }

@@ -1,12 +1,26 @@
-//! The data path: `outbound` (15001, captured connects), `inbound` (15006, steered SYNs),
-//! `lb` (which endpoint of a Service), and `copy` (moving bytes both ways with half-close and reset propagation).
+//! The data path, one file per job:
+//! * `outbound`: 15001, connects captured by `connect4/6`; decides where a connection goes
+//!   (`plan`) and carries it there, over HBONE to mesh workloads, plain TCP otherwise;
+//! * `inbound`: 15008, the HBONE server inside each pod (mutual TLS, policy, delivery);
+//! * `inbound_passthrough`: 15006, plaintext steered by `sk_lookup` (PeerAuthentication
+//!   decides whether it is accepted);
+//! * `hbone`: the wire protocol (client, server, stream copy); `pool`: tunnel reuse;
+//! * `lb`: which endpoint of a Service; `copy`: plaintext splice copy; `error`: what can
+//!   go wrong, typed.
 pub mod copy;
+pub mod error;
+pub mod hbone;
 pub mod inbound;
+pub mod inbound_passthrough;
 pub mod lb;
+pub mod local;
 pub mod outbound;
+pub mod policy;
+pub mod pool;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{collections::BTreeMap, future::Future, net::SocketAddr, sync::Arc};
 
+use mesh_identity::{CertManager, SpiffeId};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::{
@@ -14,21 +28,39 @@ use crate::{
     redirect::OrigDstTable,
     telemetry::connections::{ConnectionGuard, ConnectionStats},
 };
+use error::ProxyError;
+
+/// What every pod's proxy shares on this node.
+pub struct NodeProxy {
+    pub orig_dst: Arc<OrigDstTable>,
+    pub stats: Arc<ConnectionStats>,
+    /// The mesh configuration; each new connection reads the current snapshot.
+    pub config: Arc<mesh_config::ConfigStore>,
+    /// Spreads connections over each Service's endpoints.
+    pub balancer: lb::Balancer,
+    /// Certificates of this node's workloads (and nobody else's).
+    pub certs: Arc<CertManager>,
+    pub trust_domain: String,
+    /// Istio's root namespace: mesh-wide policies live here.
+    pub root_namespace: String,
+    pub pool: pool::Pool,
+    /// The pods enrolled on this node, by address.
+    pub local: local::LocalPods,
+}
 
 /// What a pod's accept loops need.
 pub struct PodProxy {
     /// `namespace/name`.
     pub pod: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    /// The pod's SPIFFE identity (from its service account).
+    pub identity: SpiffeId,
     pub sockets: PodSockets,
     /// Kernel id of the pod's network namespace (part of the original-destination key).
     pub netns_cookie: u64,
     pub pod_ips: Vec<std::net::IpAddr>,
-    pub orig_dst: Arc<OrigDstTable>,
-    pub stats: Arc<ConnectionStats>,
-    /// The mesh configuration; each new connection reads the current snapshot.
-    pub config: Arc<mesh_config::ConfigStore>,
-    /// Spreads connections over a Service's endpoints.
-    pub picks: Arc<std::sync::atomic::AtomicUsize>,
+    pub node: Arc<NodeProxy>,
 }
 
 /// Accepts forever, one task per connection. Accept errors (EMFILE and friends) back off
@@ -52,24 +84,30 @@ where
 }
 
 /// Connects to `target` from inside the pod's namespace (the packet leaves with the pod's
-/// address; the agent is not in the pod's cgroup, so the connect is not captured again)
-/// and copies both ways, recording the outcome in `guard`. Failures reset the client.
+/// address; the agent is not in the pod's cgroup, so the connect is not captured again).
+pub(crate) async fn connect_in_pod(
+    pod: &PodProxy,
+    target: SocketAddr,
+) -> Result<TcpStream, ProxyError> {
+    let connect = |source| ProxyError::Connect { target, source };
+    let socket = pod.sockets.tcp_socket(&target).await.map_err(connect)?;
+    let stream = socket.connect(target).await.map_err(connect)?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Connects to `target` in plain TCP and copies both ways, recording the outcome in
+/// `guard`. Failures reset the client.
 pub(crate) async fn forward(
     mut client: TcpStream,
     pod: &PodProxy,
     target: SocketAddr,
     mut guard: ConnectionGuard,
 ) {
-    let connected = async {
-        let socket = pod.sockets.tcp_socket(&target).await?;
-        let stream = socket.connect(target).await?;
-        stream.set_nodelay(true)?;
-        Ok::<_, std::io::Error>(stream)
-    };
-    let mut upstream = match connected.await {
+    let mut upstream = match connect_in_pod(pod, target).await {
         Ok(stream) => stream,
         Err(e) => {
-            guard.fail(format!("connect {target}: {e}"));
+            guard.fail(&e);
             copy::reset(&client);
             return;
         }
@@ -80,7 +118,7 @@ pub(crate) async fn forward(
         Ok(moved) => guard.set_bytes(moved.sent, moved.received),
         Err((e, moved)) => {
             guard.set_bytes(moved.sent, moved.received);
-            guard.fail(e);
+            guard.fail(&ProxyError::Copy(e));
             copy::reset(&client);
             copy::reset(&upstream);
         }

@@ -3,46 +3,92 @@
 //!
 //! Decide, then act: [`plan`] turns the original destination and the configuration
 //! snapshot into where to connect (a Service VIP becomes one of its endpoints, anything
-//! else passes through); the accept loop carries it out. The HBONE (mutual TLS) hop will
-//! slot in here without touching the copying code.
+//! else passes through) and how: over HBONE (mutual TLS, the destination's expected
+//! identity) when the destination is a mesh workload, in plain TCP otherwise. The accept
+//! loop carries the plan out.
 use std::{
-    net::SocketAddr,
-    sync::{Arc, atomic::Ordering},
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
 };
 
 use mesh_config::Snapshot;
+use mesh_identity::SpiffeId;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{PodProxy, copy, lb};
-use crate::telemetry::connections::Direction;
+use super::{
+    PodProxy, copy,
+    error::ProxyError,
+    hbone::{self, client},
+    lb::{self, Balancer},
+    local::LocalPods,
+    pool::PoolKey,
+};
+use crate::telemetry::connections::{ConnectionGuard, Direction, Security};
 
-/// Where an outbound connection goes.
+/// Where and how an outbound connection goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plan {
-    /// Not a mesh Service: connect to the original destination itself.
-    Passthrough(SocketAddr),
-    /// A Service VIP: connect to the chosen endpoint.
-    Service { host: String, endpoint: SocketAddr },
-    /// Refuse (reset) the connection, for this reason.
-    Refuse(String),
+pub struct Plan {
+    /// The address to reach: a Service's chosen endpoint, or the original destination.
+    pub target: SocketAddr,
+    /// The Service FQDN when the original destination was its VIP.
+    pub service: Option<String>,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protocol {
+    /// Not a mesh workload: plain TCP to the target.
+    Tcp,
+    /// A mesh workload: HBONE to the target's 15008, which must prove this identity.
+    Hbone(SpiffeId),
 }
 
 /// Decides what to do with a connection whose original destination is `original`.
-/// `pick` spreads connections over a Service's endpoints (round robin).
-pub fn plan(snapshot: &Snapshot, original: SocketAddr, pick: usize) -> Plan {
+pub fn plan(
+    snapshot: &Snapshot,
+    balancer: &Balancer,
+    local: &LocalPods,
+    trust_domain: &str,
+    original: SocketAddr,
+) -> Result<Plan, ProxyError> {
     if original.ip().is_loopback() && original.port() == mesh_common::OUTBOUND_PORT {
-        return Plan::Refuse("destination is the agent's own listener".into());
+        return Err(ProxyError::Loop(original));
     }
-    let Some(service) = snapshot.service_by_vip(original.ip()) else {
-        return Plan::Passthrough(original);
+    let (target, service) = match snapshot.service_by_vip(original.ip()) {
+        None => (original, None),
+        Some(service) => {
+            let pick = balancer.next(&service.hostname);
+            let (endpoint, _) = lb::choose(snapshot, service, original.port(), pick)?;
+            (endpoint, Some(service.hostname.clone()))
+        }
     };
-    match lb::choose(snapshot, service, original.port(), pick) {
-        Ok(endpoint) => Plan::Service {
-            host: service.hostname.clone(),
-            endpoint,
-        },
-        Err(why) => Plan::Refuse(format!("{}: {why}", service.hostname)),
+    let protocol = match mesh_identity_of(snapshot, local, trust_domain, target.ip()) {
+        Some(identity) => Protocol::Hbone(identity),
+        None => Protocol::Tcp,
+    };
+    Ok(Plan {
+        target,
+        service,
+        protocol,
+    })
+}
+
+/// The identity of the mesh workload at `ip`: a pod enrolled on this node, or a workload of
+/// the configuration that the mesh captures (ambient namespace or pod label). None for
+/// anything outside the mesh.
+pub fn mesh_identity_of(
+    snapshot: &Snapshot,
+    local: &LocalPods,
+    trust_domain: &str,
+    ip: IpAddr,
+) -> Option<SpiffeId> {
+    if let Some(pod) = local.get(ip) {
+        return Some(pod.identity.clone());
     }
+    let workload = snapshot.workload_by_ip(ip)?;
+    workload
+        .ambient
+        .then(|| SpiffeId::new(trust_domain, &workload.namespace, &workload.service_account))
 }
 
 pub async fn serve(listener: TcpListener, pod: Arc<PodProxy>) {
@@ -50,22 +96,99 @@ pub async fn serve(listener: TcpListener, pod: Arc<PodProxy>) {
 }
 
 async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
-    let mut guard = pod.stats.open(Direction::Outbound, pod.pod.clone(), peer);
-    let Some(original) = pod.orig_dst.take(pod.netns_cookie, peer) else {
-        guard.fail("no original destination recorded for this connection");
+    let node = &pod.node;
+    let mut guard = node.stats.open(Direction::Outbound, pod.pod.clone(), peer);
+    guard.set_source_principal(pod.identity.principal());
+    let Some(original) = node.orig_dst.take(pod.netns_cookie, peer) else {
+        guard.fail(&ProxyError::NoOriginalDestination);
         copy::reset(&client);
         return;
     };
+    // The access log shows the pod's address, not the loopback end of the redirect.
+    if let Some(ip) = pod
+        .pod_ips
+        .iter()
+        .find(|ip| ip.is_ipv4() == original.is_ipv4())
+    {
+        guard.set_source(SocketAddr::new(*ip, peer.port()));
+    }
     guard.set_destination(original);
-    let pick = pod.picks.fetch_add(1, Ordering::Relaxed);
-    match plan(&pod.config.snapshot(), original, pick) {
-        Plan::Passthrough(target) => super::forward(client, &pod, target, guard).await,
-        Plan::Service { host, endpoint } => {
-            guard.set_service(host, endpoint);
-            super::forward(client, &pod, endpoint, guard).await
+    let decided = plan(
+        &node.config.snapshot(),
+        &node.balancer,
+        &node.local,
+        &node.trust_domain,
+        original,
+    );
+    let plan = match decided {
+        Ok(plan) => plan,
+        Err(e) => {
+            guard.fail(&e);
+            copy::reset(&client);
+            return;
         }
-        Plan::Refuse(why) => {
-            guard.fail(why);
+    };
+    guard.set_upstream(plan.service.clone(), plan.target);
+    match plan.protocol {
+        Protocol::Tcp => super::forward(client, &pod, plan.target, guard).await,
+        Protocol::Hbone(identity) => {
+            guard.set_destination_principal(identity.principal());
+            forward_hbone(client, &pod, plan.target, identity, guard).await
+        }
+    }
+}
+
+/// Carries the connection over an HBONE stream to `target`'s node agent.
+async fn forward_hbone(
+    mut client: TcpStream,
+    pod: &PodProxy,
+    target: SocketAddr,
+    destination: SpiffeId,
+    mut guard: ConnectionGuard,
+) {
+    let node = &pod.node;
+    let peer = SocketAddr::new(target.ip(), mesh_common::HBONE_PORT);
+    let key = PoolKey {
+        source: pod.identity.clone(),
+        destination,
+        peer,
+    };
+    let stream = async {
+        // Rotation happens when the certificate is asked for: ask first, so the
+        // generation below is the one a new tunnel would be built with.
+        let tls = node.certs.client_config(&pod.identity)?;
+        let generation = node.certs.generation(&pod.identity);
+        let open = || async {
+            let socket =
+                pod.sockets
+                    .tcp_socket(&peer)
+                    .await
+                    .map_err(|source| ProxyError::Connect {
+                        target: peer,
+                        source,
+                    })?;
+            client::open_tunnel(socket, peer, tls, &key.destination).await
+        };
+        let (sender, lease) = node.pool.checkout(&key, generation, open).await?;
+        let streams = client::connect_stream(sender, peer, target).await?;
+        Ok::<_, ProxyError>((streams, lease))
+    };
+    let ((send, recv), _lease) = match stream.await {
+        Ok(ok) => ok,
+        Err(e) => {
+            guard.fail(&e);
+            copy::reset(&client);
+            return;
+        }
+    };
+    guard.set_security(Security::MutualTls);
+    guard.established();
+    let _ = client.set_nodelay(true);
+    match hbone::stream::bidirectional(&mut client, send, recv).await {
+        Ok(moved) => guard.set_bytes(moved.sent, moved.received),
+        Err((e, moved)) => {
+            guard.set_bytes(moved.sent, moved.received);
+            guard.fail(&ProxyError::Copy(e));
             copy::reset(&client);
         }
     }

@@ -11,7 +11,8 @@ use std::{
 
 use serde::Serialize;
 
-use super::metrics::TcpLabels;
+use super::metrics::{RefusedLabels, TcpLabels};
+use crate::proxy::error::ProxyError;
 
 /// How many finished connections `status` keeps for inspection.
 const RECENT_LIMIT: usize = 1024;
@@ -23,6 +24,26 @@ pub enum Direction {
     Outbound,
     /// Captured on its way into a pod (15006).
     Inbound,
+}
+
+/// How the connection was protected between the agents.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Security {
+    /// Plain TCP (a destination outside the mesh, or plaintext accepted by policy).
+    None,
+    /// HBONE: mutual TLS with SPIFFE identities.
+    MutualTls,
+}
+
+impl Security {
+    /// Istio's `connection_security_policy` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Security::None => "none",
+            Security::MutualTls => "mutual_tls",
+        }
+    }
 }
 
 /// One finished connection.
@@ -37,6 +58,11 @@ pub struct ConnectionRecord {
     pub service: Option<String>,
     /// Where the agent connected: the chosen endpoint, or the original destination.
     pub upstream: Option<SocketAddr>,
+    /// The client's SPIFFE identity (Istio principal form), when it has one.
+    pub source_principal: Option<String>,
+    /// The destination's SPIFFE identity, when it is a mesh workload.
+    pub destination_principal: Option<String>,
+    pub security: Security,
     /// Bytes from the client towards the destination.
     pub bytes_sent: u64,
     /// Bytes from the destination back to the client.
@@ -44,6 +70,10 @@ pub struct ConnectionRecord {
     pub duration_ms: u64,
     /// "ok", or what went wrong.
     pub result: String,
+    /// Envoy's response flag ("-" when all went well).
+    pub response_flags: &'static str,
+    /// Short name of the failure ("-" when all went well).
+    pub reason: &'static str,
     /// Unix time, milliseconds, when the connection ended.
     pub ended_at_ms: u64,
 }
@@ -107,10 +137,15 @@ impl ConnectionStats {
                 original_destination: None,
                 service: None,
                 upstream: None,
+                source_principal: None,
+                destination_principal: None,
+                security: Security::None,
                 bytes_sent: 0,
                 bytes_received: 0,
                 duration_ms: 0,
                 result: "ok".into(),
+                response_flags: "-",
+                reason: "-",
                 ended_at_ms: 0,
             },
             established: None,
@@ -148,43 +183,72 @@ impl ConnectionGuard {
         self.record.original_destination = Some(dst);
     }
 
-    /// The connection was to a Service VIP and goes to `endpoint`.
-    pub fn set_service(&mut self, host: String, endpoint: std::net::SocketAddr) {
-        self.record.service = Some(host);
-        self.record.upstream = Some(endpoint);
+    /// The client as the access log shows it (the pod's address rather than the loopback
+    /// end of a redirected socket).
+    pub fn set_source(&mut self, source: SocketAddr) {
+        self.record.source = source;
+    }
+
+    /// Where the connection goes: the Service (if the destination was its VIP) and the
+    /// address the agent connects to.
+    pub fn set_upstream(&mut self, service: Option<String>, upstream: SocketAddr) {
+        self.record.service = service;
+        self.record.upstream = Some(upstream);
+    }
+
+    pub fn set_source_principal(&mut self, principal: String) {
+        self.record.source_principal = Some(principal);
+    }
+
+    pub fn set_destination_principal(&mut self, principal: String) {
+        self.record.destination_principal = Some(principal);
+    }
+
+    pub fn set_security(&mut self, security: Security) {
+        self.record.security = security;
     }
 
     /// The upstream connection is up: counts the connection as opened.
     pub fn established(&mut self) {
-        let (namespace, name) = self
-            .record
-            .pod
-            .split_once('/')
-            .unwrap_or(("unknown", &self.record.pod));
-        let unknown = || "unknown".to_string();
-        let service = self.record.service.clone().unwrap_or_else(unknown);
-        let labels = match self.record.direction {
-            Direction::Outbound => TcpLabels {
-                reporter: "source",
-                source_workload: name.to_string(),
-                source_workload_namespace: namespace.to_string(),
-                destination_workload: unknown(),
-                destination_workload_namespace: unknown(),
-                destination_service: service,
-                connection_security_policy: "none",
-            },
-            Direction::Inbound => TcpLabels {
-                reporter: "destination",
-                source_workload: unknown(),
-                source_workload_namespace: unknown(),
-                destination_workload: name.to_string(),
-                destination_workload_namespace: namespace.to_string(),
-                destination_service: service,
-                connection_security_policy: "none",
-            },
-        };
+        let labels = self.labels();
         self.stats.metrics.tcp_opened.get_or_create(&labels).inc();
         self.established = Some(labels);
+    }
+
+    fn labels(&self) -> TcpLabels {
+        let record = &self.record;
+        let (namespace, name) = record
+            .pod
+            .split_once('/')
+            .unwrap_or(("unknown", &record.pod));
+        let unknown = || "unknown".to_string();
+        let service = record.service.clone().unwrap_or_else(unknown);
+        let source_principal = record.source_principal.clone().unwrap_or_else(unknown);
+        let destination_principal = record.destination_principal.clone().unwrap_or_else(unknown);
+        let (reporter, source, destination) = match record.direction {
+            Direction::Outbound => (
+                "source",
+                (name.to_string(), namespace.to_string()),
+                (unknown(), unknown()),
+            ),
+            Direction::Inbound => (
+                "destination",
+                (unknown(), unknown()),
+                (name.to_string(), namespace.to_string()),
+            ),
+        };
+        TcpLabels {
+            reporter,
+            source_workload: source.0,
+            source_workload_namespace: source.1,
+            source_principal,
+            destination_workload: destination.0,
+            destination_workload_namespace: destination.1,
+            destination_principal,
+            destination_service: service,
+            connection_security_policy: record.security.label(),
+            response_flags: record.response_flags,
+        }
     }
 
     pub fn set_bytes(&mut self, sent: u64, received: u64) {
@@ -192,8 +256,10 @@ impl ConnectionGuard {
         self.record.bytes_received = received;
     }
 
-    pub fn fail(&mut self, why: impl std::fmt::Display) {
-        self.record.result = why.to_string();
+    pub fn fail(&mut self, error: &ProxyError) {
+        self.record.result = error.to_string();
+        self.record.response_flags = error.response_flag();
+        self.record.reason = error.reason();
     }
 }
 
@@ -213,18 +279,38 @@ impl Drop for ConnectionGuard {
             dst = %record.original_destination.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
             service = %record.service.as_deref().unwrap_or("-"),
             upstream = %record.upstream.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+            src_principal = %record.source_principal.as_deref().unwrap_or("-"),
+            dst_principal = %record.destination_principal.as_deref().unwrap_or("-"),
+            security = record.security.label(),
             sent = record.bytes_sent,
             received = record.bytes_received,
             duration_ms = record.duration_ms,
             result = %record.result,
+            flags = record.response_flags,
             "connection closed"
         );
-        if let Some(labels) = &self.established {
-            let m = &self.stats.metrics;
-            m.tcp_closed.get_or_create(labels).inc();
-            m.tcp_sent.get_or_create(labels).inc_by(record.bytes_sent);
+        let m = &self.stats.metrics;
+        // Labels as of the end: a failure after the upstream was up carries its flag.
+        let labels = self.labels();
+        if self.established.is_none() {
+            // Refused or failed before reaching an upstream: still a connection the
+            // client saw, so it is counted, with the reason.
+            m.tcp_opened.get_or_create(&labels).inc();
+            m.refused
+                .get_or_create(&RefusedLabels {
+                    direction: match record.direction {
+                        Direction::Outbound => "outbound",
+                        Direction::Inbound => "inbound",
+                    },
+                    reason: record.reason,
+                })
+                .inc();
+        }
+        m.tcp_closed.get_or_create(&labels).inc();
+        if let Some(opened) = &self.established {
+            m.tcp_sent.get_or_create(opened).inc_by(record.bytes_sent);
             m.tcp_received
-                .get_or_create(labels)
+                .get_or_create(opened)
                 .inc_by(record.bytes_received);
         }
         self.stats.finish(record);

@@ -16,12 +16,26 @@ pub struct TcpLabels {
     pub reporter: &'static str,
     pub source_workload: String,
     pub source_workload_namespace: String,
+    /// `cluster.local/ns/<ns>/sa/<sa>`, or `unknown` for plaintext clients.
+    pub source_principal: String,
     pub destination_workload: String,
     pub destination_workload_namespace: String,
+    /// The destination's identity, or `unknown` outside the mesh.
+    pub destination_principal: String,
     /// The Service FQDN, or `unknown` when the destination was not a Service VIP.
     pub destination_service: String,
-    /// `none` until mutual TLS: the agent says so rather than leave the label out.
+    /// `mutual_tls` over HBONE, `none` for plain TCP.
     pub connection_security_policy: &'static str,
+    /// Envoy's response flag: `-` when the connection went well, else e.g. `UF` (upstream
+    /// connection failure), `UH` (no healthy upstream), `NR` (no route), `RBAC` (denied).
+    pub response_flags: &'static str,
+}
+
+/// Labels of `mesh_connections_refused_total`: the precise reason behind a flag.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub direction: &'static str,
+    pub reason: &'static str,
 }
 
 pub struct Metrics {
@@ -30,6 +44,7 @@ pub struct Metrics {
     pub tcp_closed: Family<TcpLabels, Counter>,
     pub tcp_sent: Family<TcpLabels, Counter>,
     pub tcp_received: Family<TcpLabels, Counter>,
+    pub refused: Family<RefusedLabels, Counter>,
     config_errors: Counter,
     config_generation: Gauge,
     config_invalid_inputs: Gauge,
@@ -42,6 +57,7 @@ impl Default for Metrics {
         let tcp_closed = Family::<TcpLabels, Counter>::default();
         let tcp_sent = Family::<TcpLabels, Counter>::default();
         let tcp_received = Family::<TcpLabels, Counter>::default();
+        let refused = Family::<RefusedLabels, Counter>::default();
         let config_errors = Counter::default();
         let config_generation = Gauge::default();
         let config_invalid_inputs = Gauge::default();
@@ -67,6 +83,11 @@ impl Default for Metrics {
             tcp_received.clone(),
         );
         registry.register(
+            "mesh_connections_refused",
+            "Connections refused or failed before reaching an upstream, by reason",
+            refused.clone(),
+        );
+        registry.register(
             "mesh_config_errors",
             "Configuration updates refused (the last good snapshot kept serving)",
             config_errors.clone(),
@@ -87,6 +108,7 @@ impl Default for Metrics {
             tcp_closed,
             tcp_sent,
             tcp_received,
+            refused,
             config_errors,
             config_generation,
             config_invalid_inputs,

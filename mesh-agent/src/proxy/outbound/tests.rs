@@ -2,12 +2,19 @@
 use std::net::SocketAddr;
 
 use mesh_config::Snapshot;
+use mesh_identity::SpiffeId;
 
-use super::{Plan, plan};
+use super::{Plan, Protocol, plan};
+use crate::proxy::{error::ProxyError, lb::Balancer, local::LocalPods};
 
 fn snapshot(yaml: &str) -> Snapshot {
     let loaded = mesh_config::load_str(yaml, None).expect("test YAML loads");
     Snapshot::build(&loaded).expect("test YAML builds")
+}
+
+fn decide(snap: &Snapshot, balancer: &Balancer, dst: &str) -> Result<Plan, ProxyError> {
+    let dst: SocketAddr = dst.parse().expect("test address");
+    plan(snap, balancer, &LocalPods::default(), "cluster.local", dst)
 }
 
 const REVIEWS: &str = r#"
@@ -20,51 +27,104 @@ spec:
   ports: [{name: http, port: 9080, targetPort: 8080}]
 ---
 apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: default}
+spec:
+  clusterIP: 198.19.0.11
+  selector: {app: ratings}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
 kind: Endpoints
 metadata: {name: reviews, namespace: default}
 subsets:
 - addresses: [{ip: 198.18.2.11}, {ip: 198.18.2.12}]
   ports: [{name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: ratings, namespace: default}
+subsets:
+- addresses: [{ip: 198.18.2.21}, {ip: 198.18.2.22}]
+  ports: [{name: http, port: 9080}]
+"#;
+
+/// Pods in an ambient namespace are mesh workloads: reached over HBONE with their identity.
+const AMBIENT: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: cart-1, namespace: shop, labels: {app: cart}}
+spec:
+  serviceAccountName: cart
+  containers: [{name: cart, image: cart}]
+status: {podIP: 198.18.3.10}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: legacy-1, namespace: legacy, labels: {app: legacy}}
+spec:
+  containers: [{name: legacy, image: legacy}]
+status: {podIP: 198.18.3.11}
 "#;
 
 #[test]
-fn not_a_service_passes_through() {
+fn not_a_service_passes_through_in_plain_tcp() {
     let snap = snapshot(REVIEWS);
-    let dst: SocketAddr = "198.18.2.11:9000".parse().unwrap();
-    assert_eq!(plan(&snap, dst, 0), Plan::Passthrough(dst));
+    let planned = decide(&snap, &Balancer::default(), "198.18.2.11:9000").unwrap();
+    assert_eq!(
+        planned,
+        Plan {
+            target: "198.18.2.11:9000".parse().unwrap(),
+            service: None,
+            protocol: Protocol::Tcp,
+        }
+    );
 }
 
 #[test]
 fn service_vip_goes_to_endpoints_round_robin_on_the_target_port() {
     let snap = snapshot(REVIEWS);
-    let vip: SocketAddr = "198.19.0.10:9080".parse().unwrap();
-    let picked: Vec<Plan> = (0..4).map(|i| plan(&snap, vip, i)).collect();
-    let host = "reviews.default.svc.cluster.local".to_string();
+    let balancer = Balancer::default();
+    let targets: Vec<SocketAddr> = (0..4)
+        .map(|_| decide(&snap, &balancer, "198.19.0.10:9080").unwrap().target)
+        .collect();
     let a: SocketAddr = "198.18.2.11:8080".parse().unwrap();
     let b: SocketAddr = "198.18.2.12:8080".parse().unwrap();
+    assert_eq!(targets, vec![a, b, a, b]);
+    let planned = decide(&snap, &balancer, "198.19.0.10:9080").unwrap();
     assert_eq!(
-        picked[0],
-        Plan::Service {
-            host: host.clone(),
-            endpoint: a
-        }
+        planned.service.as_deref(),
+        Some("reviews.default.svc.cluster.local")
     );
-    assert_eq!(
-        picked[1],
-        Plan::Service {
-            host: host.clone(),
-            endpoint: b
-        }
-    );
-    assert_eq!(picked[2], picked[0]);
-    assert_eq!(picked[3], picked[1]);
 }
 
 #[test]
-fn unknown_port_and_no_endpoints_are_refused() {
+fn round_robin_is_kept_per_service() {
+    // Alternating between two Services must still spread over each one's endpoints.
     let snap = snapshot(REVIEWS);
-    let wrong_port: SocketAddr = "198.19.0.10:1234".parse().unwrap();
-    assert!(matches!(plan(&snap, wrong_port, 0), Plan::Refuse(why) if why.contains("1234")));
+    let balancer = Balancer::default();
+    let mut reviews = Vec::new();
+    for _ in 0..4 {
+        reviews.push(decide(&snap, &balancer, "198.19.0.10:9080").unwrap().target);
+        decide(&snap, &balancer, "198.19.0.11:9080").unwrap();
+    }
+    let a: SocketAddr = "198.18.2.11:8080".parse().unwrap();
+    let b: SocketAddr = "198.18.2.12:8080".parse().unwrap();
+    assert_eq!(reviews, vec![a, b, a, b]);
+}
+
+#[test]
+fn unknown_port_and_no_endpoints_are_refused_with_their_reason() {
+    let snap = snapshot(REVIEWS);
+    let balancer = Balancer::default();
+    let wrong_port = decide(&snap, &balancer, "198.19.0.10:1234").unwrap_err();
+    assert_eq!(wrong_port.reason(), "port_not_in_service");
+    assert_eq!(wrong_port.response_flag(), "NR");
+    assert!(wrong_port.to_string().contains("1234"));
 
     let empty = snapshot(
         r#"
@@ -77,15 +137,56 @@ spec:
   ports: [{name: http, port: 9080}]
 "#,
     );
-    let vip: SocketAddr = "198.19.0.11:9080".parse().unwrap();
-    assert!(matches!(plan(&empty, vip, 0), Plan::Refuse(why) if why.contains("no ready endpoint")));
+    let none = decide(&empty, &balancer, "198.19.0.11:9080").unwrap_err();
+    assert_eq!(none.reason(), "no_endpoint");
+    assert_eq!(none.response_flag(), "UH");
 }
 
 #[test]
 fn the_agents_own_listener_is_refused() {
-    let own: SocketAddr = "127.0.0.1:15001".parse().unwrap();
-    assert!(matches!(
-        plan(&Snapshot::default(), own, 0),
-        Plan::Refuse(_)
-    ));
+    let own = decide(
+        &Snapshot::default(),
+        &Balancer::default(),
+        "127.0.0.1:15001",
+    );
+    assert!(matches!(own, Err(ProxyError::Loop(_))));
+}
+
+#[test]
+fn ambient_workloads_are_reached_over_hbone_with_their_identity() {
+    let snap = snapshot(AMBIENT);
+    let balancer = Balancer::default();
+    let cart = decide(&snap, &balancer, "198.18.3.10:8080").unwrap();
+    assert_eq!(
+        cart.protocol,
+        Protocol::Hbone(SpiffeId::new("cluster.local", "shop", "cart"))
+    );
+    // Same YAML, a namespace without the ambient label: not in the mesh, plain TCP.
+    let legacy = decide(&snap, &balancer, "198.18.3.11:8080").unwrap();
+    assert_eq!(legacy.protocol, Protocol::Tcp);
+}
+
+#[test]
+fn pods_enrolled_on_this_node_are_mesh_workloads_without_configuration() {
+    let local = LocalPods::default();
+    let id = SpiffeId::new("cluster.local", "default", "sleep");
+    local.insert(
+        &["198.18.1.10".parse().unwrap()],
+        std::sync::Arc::new(crate::proxy::local::LocalPod {
+            key: "default/sleep".into(),
+            namespace: "default".into(),
+            labels: Default::default(),
+            identity: id.clone(),
+        }),
+    );
+    let dst: SocketAddr = "198.18.1.10:80".parse().unwrap();
+    let planned = plan(
+        &Snapshot::default(),
+        &Balancer::default(),
+        &local,
+        "cluster.local",
+        dst,
+    )
+    .unwrap();
+    assert_eq!(planned.protocol, Protocol::Hbone(id));
 }

@@ -1,0 +1,103 @@
+//! The client end of HBONE: one tunnel (TCP, mutual TLS, HTTP/2) to a peer's 15008, and
+//! CONNECT streams over it. Pooling is `proxy::pool`'s job.
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use bytes::Bytes;
+use h2::{RecvStream, SendStream, client::SendRequest};
+use mesh_identity::SpiffeId;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpSocket;
+
+use super::{CONNECT_TIMEOUT, CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
+use crate::proxy::{error::ProxyError, pool::OpenTunnel};
+
+/// Opens a tunnel: connects `socket` (created in the source pod's namespace, so the
+/// packets carry the pod's address) to `peer`, runs mutual TLS with `tls` (the source
+/// workload's certificate), insists the peer is `expected`, and starts HTTP/2. The
+/// connection's driver runs on its own task until the tunnel closes.
+pub async fn open_tunnel(
+    socket: TcpSocket,
+    peer: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    expected: &SpiffeId,
+) -> Result<OpenTunnel, ProxyError> {
+    let handshakes = async {
+        let tcp = socket
+            .connect(peer)
+            .await
+            .map_err(|source| ProxyError::Connect {
+                target: peer,
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        // Identities are SPIFFE URIs, not names: the verifier ignores the server name and
+        // checks the URI SAN; the IP form keeps rustls from sending SNI.
+        let name = ServerName::IpAddress(peer.ip().into());
+        let tls_stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .map_err(|source| ProxyError::Tls { peer, source })?;
+        let actual = mesh_identity::peer_identity(tls_stream.get_ref().1.peer_certificates())?;
+        if &actual != expected {
+            return Err(ProxyError::WrongIdentity {
+                peer,
+                ids: Box::new((expected.clone(), actual)),
+            });
+        }
+        let (sender, connection) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME_SIZE)
+            .enable_push(false)
+            .handshake::<_, Bytes>(tls_stream)
+            .await
+            .map_err(|source| ProxyError::Hbone { peer, source })?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let driver_closed = closed.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "HBONE tunnel ended with an error");
+            }
+            driver_closed.store(true, Ordering::Relaxed);
+        });
+        Ok(OpenTunnel { sender, closed })
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, handshakes).await {
+        Ok(result) => result,
+        Err(_) => Err(ProxyError::Connect {
+            target: peer,
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "tunnel set-up timed out"),
+        }),
+    }
+}
+
+/// Asks the tunnel for a stream to `target` (the destination workload's address and port).
+pub async fn connect_stream(
+    sender: SendRequest<Bytes>,
+    peer: SocketAddr,
+    target: SocketAddr,
+) -> Result<(SendStream<Bytes>, RecvStream), ProxyError> {
+    let hbone = |source| ProxyError::Hbone { peer, source };
+    let request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(target.to_string())
+        .body(())
+        .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+    let mut sender = sender.ready().await.map_err(hbone)?;
+    let (response, send) = sender.send_request(request, false).map_err(hbone)?;
+    let response = response.await.map_err(hbone)?;
+    if response.status() != http::StatusCode::OK {
+        return Err(ProxyError::TunnelRefused {
+            peer,
+            target,
+            status: response.status().as_u16(),
+        });
+    }
+    Ok((send, response.into_body()))
+}

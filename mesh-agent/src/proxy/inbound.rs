@@ -1,0 +1,140 @@
+//! Inbound HBONE: the listener on 15008 inside each enrolled pod's namespace (`sk_lookup`
+//! leaves that port alone, so peers reach it directly). Per connection: mutual TLS as the
+//! pod's identity (the client must present a mesh certificate); per CONNECT stream: the
+//! target must be this pod's address, `AuthorizationPolicy` must allow the client's
+//! identity, then the agent connects to the application from inside the pod and copies.
+use std::{net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use mesh_identity::SpiffeId;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{PodProxy, error::ProxyError, hbone, policy};
+use crate::telemetry::connections::{Direction, Security};
+
+pub async fn serve(listener: TcpListener, pod: Arc<PodProxy>) {
+    super::accept_loop(listener, pod, handle_connection).await
+}
+
+async fn handle_connection(tcp: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
+    let handshake = async {
+        let tls = pod.node.certs.server_config(&pod.identity)?;
+        hbone::server::accept(tcp, peer, tls).await
+    };
+    let (mut connection, client) = match handshake.await {
+        Ok(ok) => ok,
+        Err(e) => {
+            // Refused before any stream: recorded as one failed inbound connection.
+            let mut guard = pod
+                .node
+                .stats
+                .open(Direction::Inbound, pod.pod.clone(), peer);
+            guard.set_destination_principal(pod.identity.principal());
+            guard.fail(&e);
+            return;
+        }
+    };
+    // Polling `accept` drives the whole connection, streams included.
+    while let Some(next) = connection.accept().await {
+        match next {
+            Ok((request, respond)) => {
+                tokio::spawn(handle_stream(
+                    request,
+                    respond,
+                    peer,
+                    client.clone(),
+                    pod.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::debug!(pod = %pod.pod, %peer, error = %e, "HBONE connection ended");
+                break;
+            }
+        }
+    }
+}
+
+async fn handle_stream(
+    request: http::Request<h2::RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    peer: SocketAddr,
+    client: SpiffeId,
+    pod: Arc<PodProxy>,
+) {
+    let node = &pod.node;
+    let mut guard = node.stats.open(Direction::Inbound, pod.pod.clone(), peer);
+    guard.set_source_principal(client.principal());
+    guard.set_destination_principal(pod.identity.principal());
+    guard.set_security(Security::MutualTls);
+    let refuse = |respond: &mut SendResponse<Bytes>, status: u16| {
+        let response = http::Response::builder().status(status).body(());
+        if let Ok(response) = response {
+            let _ = respond.send_response(response, true);
+        }
+    };
+    let target = match connect_target(&request) {
+        Ok(target) => target,
+        Err(e) => {
+            refuse(&mut respond, 400);
+            guard.fail(&e);
+            return;
+        }
+    };
+    guard.set_destination(target);
+    if !pod.pod_ips.contains(&target.ip()) {
+        refuse(&mut respond, 400);
+        guard.fail(&ProxyError::NotThisPod(target));
+        return;
+    }
+    let snapshot = node.config.snapshot();
+    if let Err(e) = policy::check(&snapshot, &pod, Some(&client), peer, target) {
+        refuse(&mut respond, 401);
+        guard.fail(&e);
+        return;
+    }
+    let mut upstream = match super::connect_in_pod(&pod, target).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            refuse(&mut respond, 503);
+            guard.fail(&e);
+            return;
+        }
+    };
+    let send = match respond.send_response(http::Response::new(()), false) {
+        Ok(send) => send,
+        Err(source) => {
+            guard.fail(&ProxyError::Hbone { peer, source });
+            super::copy::reset(&upstream);
+            return;
+        }
+    };
+    guard.established();
+    match hbone::stream::bidirectional(&mut upstream, send, request.into_body()).await {
+        // The client sent toward the application: "sent" is what the stream delivered.
+        Ok(moved) => guard.set_bytes(moved.received, moved.sent),
+        Err((e, moved)) => {
+            guard.set_bytes(moved.received, moved.sent);
+            guard.fail(&ProxyError::Copy(e));
+            super::copy::reset(&upstream);
+        }
+    }
+}
+
+/// The CONNECT target: `:authority` as `ip:port`.
+fn connect_target(request: &http::Request<h2::RecvStream>) -> Result<SocketAddr, ProxyError> {
+    if request.method() != http::Method::CONNECT {
+        return Err(ProxyError::BadRequest(format!(
+            "method {} (HBONE takes CONNECT)",
+            request.method()
+        )));
+    }
+    let authority = request
+        .uri()
+        .authority()
+        .ok_or_else(|| ProxyError::BadRequest("CONNECT without :authority".into()))?;
+    authority
+        .as_str()
+        .parse()
+        .map_err(|_| ProxyError::BadRequest(format!("authority {authority} is not an ip:port")))
+}
