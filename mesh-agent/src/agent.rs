@@ -255,13 +255,15 @@ impl Agent {
     }
 
     async fn persist(&self) {
-        let specs: Vec<PodSpec> = self
-            .pods
-            .lock()
-            .await
-            .values()
-            .map(|p| p.spec.clone())
-            .collect();
+        let pods = self.pods.lock().await;
+        self.save(&pods);
+    }
+
+    /// Writes `pods.json` from the enrolled pods. Called with the pods lock held, so the
+    /// file is written in the order the list changed: two enrollments racing can no
+    /// longer leave the older list on disk last.
+    fn save(&self, pods: &BTreeMap<PodKey, EnrolledPod>) {
+        let specs: Vec<PodSpec> = pods.values().map(|p| p.spec.clone()).collect();
         if let Err(e) = write_atomically(&self.state_file(), &specs) {
             tracing::error!(error = %e, "cannot save enrolled pods; a restart would forget them");
         }
@@ -284,8 +286,8 @@ impl Agent {
         }
         let enrolled = self.enroll(&spec).await?;
         pods.insert(key.clone(), enrolled);
+        self.save(&pods);
         drop(pods);
-        self.persist().await;
         tracing::info!(pod = %key, ips = ?spec.ips, "pod enrolled");
         Ok(())
     }
@@ -416,20 +418,17 @@ impl Agent {
     }
 
     pub async fn remove_pod(&self, key: &PodKey) -> Result<(), EnrollError> {
-        let pod = self
-            .pods
-            .lock()
-            .await
+        let mut pods = self.pods.lock().await;
+        let pod = pods
             .remove(key)
             .ok_or_else(|| EnrollError::NotFound(key.clone()))?;
-        self.node.local.remove(&pod.spec.ips);
+        self.save(&pods);
         let identity = self.identity_of(&pod.spec);
-        let shared = self
-            .pods
-            .lock()
-            .await
+        let shared = pods
             .values()
             .any(|other| self.identity_of(&other.spec) == identity);
+        drop(pods);
+        self.node.local.remove(&pod.spec.ips);
         if !shared {
             self.node.certs.forget(&identity);
         }
@@ -440,7 +439,6 @@ impl Agent {
         let detached = redirector.detach_pod(&key.file_name());
         drop(redirector);
         drop(pod);
-        self.persist().await;
         detached.map_err(|source| EnrollError::Kernel {
             pod: key.clone(),
             source: Box::new(source),
