@@ -115,7 +115,12 @@ async fn demo(lab: &Lab, bin: &Path, options: &DemoOptions) -> Result<()> {
 /// The demo's pods as Kubernetes Pod objects with their addresses, so the Bookinfo
 /// Services' selectors find them (off-cluster, nothing else knows pod IPs).
 fn pods_yaml(lab: &Lab) -> String {
-    let mut yaml = String::new();
+    // `default` in ambient mode, as `kubectl label namespace default
+    // istio.io/dataplane-mode=ambient` does in Istio's Bookinfo tutorial: its pods talk
+    // mutual TLS (HBONE) through the agents.
+    let mut yaml = String::from(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n  labels:\n    istio.io/dataplane-mode: ambient\n",
+    );
     for (app, version, node, pod) in SERVICES {
         yaml.push_str(&format!(
             "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {app}-{version}\n  namespace: default\n  labels:\n    app: {app}\n    version: {version}\nspec:\n  serviceAccountName: bookinfo-{app}\n  containers:\n  - name: {app}\n    image: mesh-agent-app\n    ports:\n    - containerPort: {APP_PORT}\nstatus:\n  podIP: {}\n",
