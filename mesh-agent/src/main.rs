@@ -363,6 +363,7 @@ async fn run_agent(
     cleanup: bool,
     metrics_addr: Option<SocketAddr>,
 ) -> Result<()> {
+    raise_fd_limit();
     let agent: Arc<Agent> = Agent::start(config).await?;
     let socket = paths.api_socket();
     let listener = server::bind(&socket)
@@ -397,4 +398,19 @@ fn parse_duration(input: &str) -> Result<std::time::Duration, String> {
     mesh_config::duration::IstioDuration::parse(input)
         .map(|d| d.0)
         .map_err(|e| e.to_string())
+}
+
+/// Every proxied connection costs the agent one or two descriptors: lift the soft limit
+/// to the hard one, as a node proxy must (ztunnel does the same).
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the open-files limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
+    }
 }
