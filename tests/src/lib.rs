@@ -70,6 +70,12 @@ impl AgentProcess {
     pub fn pin_dir(&self) -> PathBuf {
         self.agent.bpffs_root.join(&self.agent.name)
     }
+
+    /// The running agent's process id (`None` while it is stopped), for what only `/proc`
+    /// tells: memory, open descriptors, threads.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(LabChild::pid)
+    }
 }
 
 /// A lab pod as a mesh workload of the test's choosing, in namespace `default`.
@@ -174,12 +180,30 @@ impl Mesh {
         Ok(())
     }
 
+    /// The process id of `node`'s running agent.
+    pub fn agent_pid(&self, node: usize) -> Option<u32> {
+        self.agents[node - 1].pid()
+    }
+
     pub fn client(&self, node: usize) -> ApiClient {
         self.agents[node - 1].agent.client()
     }
 
     pub fn status(&self, node: usize) -> Result<Value> {
         Ok(self.runtime.block_on(self.client(node).status())?)
+    }
+
+    /// As [`Mesh::status`], but gives up after `timeout`: an agent out of descriptors
+    /// accepts no API connection, and a bench holding thousands of connections through it
+    /// must not hang on that.
+    pub fn status_within(&self, node: usize, timeout: Duration) -> Result<Value> {
+        let client = self.client(node);
+        // The timer must be created inside the runtime, hence the async block.
+        let answer = self
+            .runtime
+            .block_on(async { tokio::time::timeout(timeout, client.status()).await })
+            .with_context(|| format!("node {node}'s agent did not answer within {timeout:?}"))?;
+        Ok(answer?)
     }
 
     pub fn pod_spec(&self, node: usize, pod: usize) -> PodSpec {

@@ -29,7 +29,7 @@ enum Task {
     },
     /// Run the benchmarks (direct vs through the mesh, side by side).
     Bench {
-        /// Passed to mesh-bench (e.g. --seconds 5 --rounds 3 --only latency).
+        /// Passed to mesh-bench (e.g. --seconds 5 --rounds 3 --only latency,conn-rate).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
