@@ -497,6 +497,7 @@ async fn kube_source_follows_list_watch_and_relists_after_410() {
         format!("http://{}/", api.addr)
     );
     config.proxy_url = None; // whatever HTTPS_PROXY says: 127.0.0.1 only
+    mesh_config::source::kube::ensure_crypto_provider();
     let client = kube::Client::try_from(config).unwrap();
     let store = Arc::new(ConfigStore::default());
     let source = KubeSource::spawn_with(

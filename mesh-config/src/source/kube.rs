@@ -209,7 +209,18 @@ pub enum KubeSourceError {
 /// `$KUBECONFIG` / `~/.kube/config`, or the in-cluster service account (what
 /// [`kube::Config::infer`] finds).
 pub async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, KubeSourceError> {
+    ensure_crypto_provider();
     kube::Client::try_from(kube_config(kubeconfig).await?).map_err(KubeSourceError::Client)
+}
+
+/// kube-client builds its TLS configuration from rustls's process default provider, and
+/// the workspace compiles in two (ring for kube, aws-lc-rs for the mesh's own TLS), so
+/// rustls will not choose: a binary installs one at start (the agent installs aws-lc-rs);
+/// if none did, this installs ring before a client is made.
+pub fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
 }
 
 /// The configuration [`kube_client`] builds its client from.
