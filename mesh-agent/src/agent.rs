@@ -115,6 +115,12 @@ pub struct Agent {
 }
 
 #[derive(Serialize)]
+pub struct HboneStatus {
+    pub tunnels_opened: usize,
+    pub tunnels_pooled: usize,
+}
+
+#[derive(Serialize)]
 pub struct Status {
     pub agent: String,
     pub pin_dir: PathBuf,
@@ -123,6 +129,10 @@ pub struct Status {
     pub pods: Vec<PodSpec>,
     pub links: Vec<String>,
     pub connections: Totals,
+    /// HBONE tunnels: opened since start (one TLS handshake each) and pooled now.
+    pub hbone: HboneStatus,
+    /// Identities this agent holds certificates for (its pods' service accounts).
+    pub identities: Vec<String>,
     pub recent: Vec<ConnectionRecord>,
     pub config: StoreStatus,
 }
@@ -475,6 +485,20 @@ impl Agent {
             pods: self.pods().await,
             links: redirect::attached_links(&self.config.bpffs_root, &self.config.name),
             connections: self.node.stats.totals(),
+            hbone: {
+                let (tunnels_opened, tunnels_pooled) = self.node.pool.counts();
+                HboneStatus {
+                    tunnels_opened,
+                    tunnels_pooled,
+                }
+            },
+            identities: self
+                .node
+                .certs
+                .identities()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             recent: self.node.stats.recent(),
             config: self.config_store.status(),
         }

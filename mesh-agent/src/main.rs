@@ -201,6 +201,8 @@ fn init_logging() {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging();
+    // Before anything makes a TLS client (kube-client uses the process default).
+    mesh_identity::install_process_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

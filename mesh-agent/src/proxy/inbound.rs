@@ -110,12 +110,13 @@ async fn handle_stream(
         }
     };
     guard.established();
-    match hbone::stream::bidirectional(&mut upstream, send, request.into_body()).await {
+    let body = std::future::ready(Ok(request.into_body()));
+    match hbone::stream::bidirectional(&mut upstream, send, body).await {
         // The client sent toward the application: "sent" is what the stream delivered.
         Ok(moved) => guard.set_bytes(moved.received, moved.sent),
         Err((e, moved)) => {
             guard.set_bytes(moved.received, moved.sent);
-            guard.fail(&ProxyError::Copy(e));
+            guard.fail(&e.into());
             super::copy::reset(&upstream);
         }
     }

@@ -170,10 +170,10 @@ async fn forward_hbone(
             client::open_tunnel(socket, peer, tls, &key.destination).await
         };
         let (sender, lease) = node.pool.checkout(&key, generation, open).await?;
-        let streams = client::connect_stream(sender, peer, target).await?;
-        Ok::<_, ProxyError>((streams, lease))
+        let stream = client::connect_stream(sender, peer, target).await?;
+        Ok::<_, ProxyError>((stream, lease))
     };
-    let ((send, recv), _lease) = match stream.await {
+    let ((send, pending), _lease) = match stream.await {
         Ok(ok) => ok,
         Err(e) => {
             guard.fail(&e);
@@ -184,11 +184,11 @@ async fn forward_hbone(
     guard.set_security(Security::MutualTls);
     guard.established();
     let _ = client.set_nodelay(true);
-    match hbone::stream::bidirectional(&mut client, send, recv).await {
+    match hbone::stream::bidirectional(&mut client, send, pending.response()).await {
         Ok(moved) => guard.set_bytes(moved.sent, moved.received),
         Err((e, moved)) => {
             guard.set_bytes(moved.sent, moved.received);
-            guard.fail(&ProxyError::Copy(e));
+            guard.fail(&e.into());
             copy::reset(&client);
         }
     }

@@ -78,11 +78,15 @@ pub async fn open_tunnel(
 }
 
 /// Asks the tunnel for a stream to `target` (the destination workload's address and port).
+/// Returns as soon as the request is sent: the client's first bytes go out right behind
+/// the CONNECT instead of waiting a round trip for the answer (the peer buffers them
+/// within the stream's window until it has connected to the application). The answer is
+/// awaited by [`Pending::response`].
 pub async fn connect_stream(
     sender: SendRequest<Bytes>,
     peer: SocketAddr,
     target: SocketAddr,
-) -> Result<(SendStream<Bytes>, RecvStream), ProxyError> {
+) -> Result<(SendStream<Bytes>, Pending), ProxyError> {
     let hbone = |source| ProxyError::Hbone { peer, source };
     let request = http::Request::builder()
         .method(http::Method::CONNECT)
@@ -91,13 +95,41 @@ pub async fn connect_stream(
         .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
     let mut sender = sender.ready().await.map_err(hbone)?;
     let (response, send) = sender.send_request(request, false).map_err(hbone)?;
-    let response = response.await.map_err(hbone)?;
-    if response.status() != http::StatusCode::OK {
-        return Err(ProxyError::TunnelRefused {
+    Ok((
+        send,
+        Pending {
+            response,
             peer,
             target,
-            status: response.status().as_u16(),
-        });
+        },
+    ))
+}
+
+/// The peer's answer to a CONNECT, not yet received.
+pub struct Pending {
+    response: h2::client::ResponseFuture,
+    peer: SocketAddr,
+    target: SocketAddr,
+}
+
+impl Pending {
+    /// The stream's receiving half once the peer answered 200; its refusal otherwise.
+    pub async fn response(self) -> Result<RecvStream, ProxyError> {
+        let Pending {
+            response,
+            peer,
+            target,
+        } = self;
+        let response = response
+            .await
+            .map_err(|source| ProxyError::Hbone { peer, source })?;
+        if response.status() != http::StatusCode::OK {
+            return Err(ProxyError::TunnelRefused {
+                peer,
+                target,
+                status: response.status().as_u16(),
+            });
+        }
+        Ok(response.into_body())
     }
-    Ok((send, response.into_body()))
 }
