@@ -106,9 +106,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let mut notes = Vec::new();
     if args.wants(Only::ConnRate) || args.wants(Only::Memory) {
         notes.push(
-            "HBONE tunnels and TLS handshakes are counted by the bench (TCP connections to \
-             the server's :15008 in the client pod's namespace): the agents count no tunnels \
-             (the pool keeps a count, but neither `status` nor `/metrics` exposes it)."
+            "HBONE tunnels and TLS handshakes are counted by the bench from the client pod's \
+             sockets (TCP connections to the server's :15008), independently of the agent's \
+             own count (`status`: `hbone.tunnels_opened`, `hbone.tunnels_pooled`)."
                 .to_string(),
         );
     }
@@ -223,8 +223,8 @@ impl Bench<'_> {
     }
 
     /// Connections per second; for MESH also how many TLS handshakes the run cost: the
-    /// agent pools HBONE tunnels and counts none of them, so the new tunnels are read from
-    /// the client pod's sockets (a tunnel is a TCP connection to the server's 15008).
+    /// agent pools HBONE tunnels, and the new ones are read from the client pod's sockets
+    /// (a tunnel is a TCP connection to the server's 15008), not from the agent's word.
     fn conn_rate(&mut self, ci: usize, case: Case) {
         let (mesh, args) = (self.mesh, self.args);
         let mut handshakes = None;
