@@ -374,3 +374,46 @@ fn bad_enrollment_requests_are_refused_cleanly() -> Result<()> {
 fn hyper_method_post() -> mesh_agent::api::client::Method {
     mesh_agent::api::client::Method::POST
 }
+
+/// Enrollments racing each other, then a crash: every pod comes back captured. (Before
+/// `pods.json` was written under the pods lock, two enrollments could persist an older
+/// list last, and the restarted agent forgot a pod while its address stayed enrolled.)
+#[test]
+fn concurrent_enrollments_survive_a_restart() -> Result<()> {
+    const PODS: usize = 6;
+    let mut mesh = Mesh::start(2, PODS)?;
+    let _echo = mesh.serve_in_pod(2, 1, &["echo", "--listen", "0.0.0.0:9000"], 9000)?;
+    let dst = format!("{}:9000", mesh.pod(2, 1).ip());
+    let requests: Vec<_> = (1..=PODS)
+        .map(|p| (mesh.client(1), mesh.pod_spec(1, p)))
+        .collect();
+    mesh.block_on(async {
+        let mut racing = tokio::task::JoinSet::new();
+        for (client, spec) in requests {
+            racing.spawn(async move { client.enroll(&spec).await });
+        }
+        while let Some(done) = racing.join_next().await {
+            done??;
+        }
+        anyhow::Ok(())
+    })?;
+    assert_eq!(mesh.status(1)?["pods"].as_array().map(Vec::len), Some(PODS));
+
+    mesh.kill_agent(1)?;
+    mesh.start_agent(1)?;
+    let status = mesh.status(1)?;
+    assert_eq!(
+        status["pods"].as_array().map(Vec::len),
+        Some(PODS),
+        "the restarted agent forgot a pod: {:#}",
+        status["pods"]
+    );
+    for pod in 1..=PODS {
+        let outcome = mesh.tcp_client(1, pod, &dst, 1000)?;
+        assert_eq!(outcome["intact"], true);
+    }
+    eventually(&mesh, 1, "every pod's connection captured", |s| {
+        records_to(s, &dst).len() >= PODS
+    })?;
+    Ok(())
+}
