@@ -502,3 +502,36 @@ fn certificate_rotation_keeps_long_connections() -> Result<()> {
     assert_eq!(after["intact"], true, "{after}");
     Ok(())
 }
+
+/// Between two pods of one node, IPv4 and IPv6 alike go over HBONE (the agent knows its own
+/// pods' identities without any configuration).
+#[test]
+fn same_node_ipv4_and_ipv6_are_mutual_tls() -> Result<()> {
+    let mesh = Mesh::start(1, 2)?;
+    let local_server = Workload {
+        node: 1,
+        pod: 2,
+        service_account: "server",
+        labels: &[("app", "server")],
+    };
+    mesh.enroll_as(&CLIENT)?;
+    mesh.enroll_as(&local_server)?;
+    let _echo = mesh.serve_in_pod(1, 2, &["echo", "--listen", "[::]:9000"], 9000)?;
+    let v4 = format!("{}:9000", mesh.pod(1, 2).ip());
+    let v6 = format!("[{}]:9000", mesh.pod(1, 2).ipv6());
+    for dst in [&v4, &v6] {
+        let outcome = mesh.tcp_client(1, 1, dst, MIB)?;
+        assert_eq!(outcome["intact"], true, "{dst}: {outcome}");
+        let status = eventually(&mesh, 1, "the outbound record", |s| {
+            !records_to(s, dst).is_empty()
+        })?;
+        for record in records_to(&status, dst) {
+            assert_eq!(record["security"], "mutual_tls", "{record}");
+            assert_eq!(
+                record["destination_principal"],
+                principal("server").as_str()
+            );
+        }
+    }
+    Ok(())
+}
