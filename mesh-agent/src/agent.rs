@@ -16,11 +16,7 @@ use mesh_config::{ConfigStore, DirSource, KubeSource, store::StoreStatus};
 
 use crate::{
     pod::{PodKey, PodSockets, PodSpec, PodSpecError},
-    proxy::{
-        NodeProxy, PodProxy, inbound, inbound_passthrough,
-        local::{LocalPod, LocalPods},
-        outbound,
-    },
+    proxy::{NodeProxy, PodProxy, inbound, inbound_passthrough, local::LocalPods, outbound},
     redirect::{self, KernelCounters, ProgramIds, RedirectError, Redirector},
     telemetry::connections::{ConnectionRecord, ConnectionStats, Totals},
 };
@@ -106,8 +102,6 @@ pub struct Agent {
     pods: Mutex<BTreeMap<PodKey, EnrolledPod>>,
     /// What every pod's proxy shares: configuration, certificates, tunnels, counters.
     node: Arc<NodeProxy>,
-    /// The mesh configuration; the outbound path reads its snapshot per connection.
-    config_store: Arc<ConfigStore>,
     /// Watches `config_dir` while it lives.
     _config_source: Option<DirSource>,
     /// Watches the Kubernetes API while it lives.
@@ -176,7 +170,7 @@ impl Agent {
         let node = Arc::new(NodeProxy {
             orig_dst: redirector.orig_dst_table(),
             stats: Arc::new(ConnectionStats::default()),
-            config: config_store.clone(),
+            config: config_store,
             balancer: Default::default(),
             certs: Arc::new(CertManager::new(Arc::new(ca), config.cert_lifetime)),
             trust_domain: config.trust_domain.clone(),
@@ -200,7 +194,6 @@ impl Agent {
             redirector: Mutex::new(redirector),
             pods: Mutex::new(BTreeMap::new()),
             node,
-            config_store,
             _config_source: config_source,
             _kube_source: kube_source,
             config,
@@ -393,26 +386,17 @@ impl Agent {
         }
         drop(redirector);
 
-        let identity = self.identity_of(spec);
         let proxy = Arc::new(PodProxy {
             pod: key.to_string(),
             namespace: spec.namespace.clone(),
             labels: spec.labels.clone(),
-            identity: identity.clone(),
+            identity: self.identity_of(spec),
             sockets,
             netns_cookie,
             pod_ips: spec.ips.clone(),
             node: self.node.clone(),
         });
-        self.node.local.insert(
-            &spec.ips,
-            Arc::new(LocalPod {
-                key: key.to_string(),
-                namespace: spec.namespace.clone(),
-                labels: spec.labels.clone(),
-                identity,
-            }),
-        );
+        self.node.local.insert(&spec.ips, &proxy.identity);
         let mut tasks = vec![
             tokio::spawn(outbound::serve(out_v4, proxy.clone())),
             tokio::spawn(inbound_passthrough::serve(in_v4, proxy.clone())),
@@ -500,17 +484,17 @@ impl Agent {
                 .map(ToString::to_string)
                 .collect(),
             recent: self.node.stats.recent(),
-            config: self.config_store.status(),
+            config: self.node.config.status(),
         }
     }
 
     /// Prometheus text exposition of the agent's metrics.
     pub fn metrics_text(&self) -> String {
-        self.node.stats.metrics.render(&self.config_store)
+        self.node.stats.metrics.render(&self.node.config)
     }
 
     pub fn config_store(&self) -> &ConfigStore {
-        &self.config_store
+        &self.node.config
     }
 
     /// Stops every pod's listeners (the kernel programs stay attached unless uninstalled).

@@ -1,33 +1,20 @@
-//! The pods enrolled on this node, by address: the inbound side needs their labels for
-//! policy, and the outbound side knows without asking the configuration that a local pod
-//! is in the mesh (it is captured here) and which identity it has.
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::IpAddr,
-    sync::{Arc, RwLock},
-};
+//! The pods enrolled on this node, by address, with their identities: the outbound side
+//! knows without asking the configuration that a local pod is in the mesh (it is captured
+//! here) and which identity it must present.
+use std::{collections::HashMap, net::IpAddr, sync::RwLock};
 
 use mesh_identity::SpiffeId;
 
-#[derive(Debug)]
-pub struct LocalPod {
-    /// `namespace/name`.
-    pub key: String,
-    pub namespace: String,
-    pub labels: BTreeMap<String, String>,
-    pub identity: SpiffeId,
-}
-
 #[derive(Default)]
 pub struct LocalPods {
-    by_ip: RwLock<HashMap<IpAddr, Arc<LocalPod>>>,
+    by_ip: RwLock<HashMap<IpAddr, SpiffeId>>,
 }
 
 impl LocalPods {
-    pub fn insert(&self, ips: &[IpAddr], pod: Arc<LocalPod>) {
+    pub fn insert(&self, ips: &[IpAddr], identity: &SpiffeId) {
         let mut map = self.by_ip.write().unwrap_or_else(|p| p.into_inner());
         for ip in ips {
-            map.insert(*ip, pod.clone());
+            map.insert(*ip, identity.clone());
         }
     }
 
@@ -38,7 +25,8 @@ impl LocalPods {
         }
     }
 
-    pub fn get(&self, ip: IpAddr) -> Option<Arc<LocalPod>> {
+    /// The identity of the local pod with address `ip`.
+    pub fn identity(&self, ip: IpAddr) -> Option<SpiffeId> {
         self.by_ip
             .read()
             .unwrap_or_else(|p| p.into_inner())

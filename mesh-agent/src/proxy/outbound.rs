@@ -82,8 +82,8 @@ pub fn mesh_identity_of(
     trust_domain: &str,
     ip: IpAddr,
 ) -> Option<SpiffeId> {
-    if let Some(pod) = local.get(ip) {
-        return Some(pod.identity.clone());
+    if let Some(identity) = local.identity(ip) {
+        return Some(identity);
     }
     let workload = snapshot.workload_by_ip(ip)?;
     workload

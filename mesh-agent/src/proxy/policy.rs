@@ -14,11 +14,7 @@ use super::{PodProxy, error::ProxyError};
 
 /// Whether plaintext (no mesh identity) may reach `port` of the pod.
 pub fn plaintext_allowed(snapshot: &Snapshot, pod: &PodProxy, port: u16) -> Result<(), ProxyError> {
-    let target = Target {
-        namespace: &pod.namespace,
-        labels: &pod.labels,
-    };
-    match authz::mtls_mode(snapshot, &pod.node.root_namespace, &target, port) {
+    match authz::mtls_mode(snapshot, &pod.node.root_namespace, &workload(pod), port) {
         MtlsMode::Strict => Err(ProxyError::PlaintextRefused { port }),
         MtlsMode::Permissive | MtlsMode::Disable => Ok(()),
     }
@@ -34,10 +30,6 @@ pub fn check(
     target: SocketAddr,
 ) -> Result<(), ProxyError> {
     let principal = client.map(SpiffeId::principal);
-    let workload = Target {
-        namespace: &pod.namespace,
-        labels: &pod.labels,
-    };
     let connection = Connection {
         source_principal: principal.as_deref(),
         source_ip: peer.ip(),
@@ -45,7 +37,12 @@ pub fn check(
         destination_ip: target.ip(),
         destination_port: target.port(),
     };
-    match authz::authorize(snapshot, &pod.node.root_namespace, &workload, &connection) {
+    match authz::authorize(
+        snapshot,
+        &pod.node.root_namespace,
+        &workload(pod),
+        &connection,
+    ) {
         Decision::Allow { audit } => {
             if let Some(policy) = audit {
                 tracing::info!(target: "audit", pod = %pod.pod, %peer, principal = principal.as_deref().unwrap_or("-"), policy, "AUDIT policy matched");
@@ -56,5 +53,13 @@ pub fn check(
             policy,
             why: reason.to_string(),
         }),
+    }
+}
+
+/// The pod as the policies select it.
+fn workload(pod: &PodProxy) -> Target<'_> {
+    Target {
+        namespace: &pod.namespace,
+        labels: &pod.labels,
     }
 }

@@ -170,15 +170,7 @@ fn ambient_workloads_are_reached_over_hbone_with_their_identity() {
 fn pods_enrolled_on_this_node_are_mesh_workloads_without_configuration() {
     let local = LocalPods::default();
     let id = SpiffeId::new("cluster.local", "default", "sleep");
-    local.insert(
-        &["198.18.1.10".parse().unwrap()],
-        std::sync::Arc::new(crate::proxy::local::LocalPod {
-            key: "default/sleep".into(),
-            namespace: "default".into(),
-            labels: Default::default(),
-            identity: id.clone(),
-        }),
-    );
+    local.insert(&["198.18.1.10".parse().unwrap()], &id);
     let dst: SocketAddr = "198.18.1.10:80".parse().unwrap();
     let planned = plan(
         &Snapshot::default(),
