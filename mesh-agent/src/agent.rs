@@ -16,7 +16,9 @@ use mesh_config::{ConfigStore, DirSource, KubeSource, store::StoreStatus};
 
 use crate::{
     pod::{PodKey, PodSockets, PodSpec, PodSpecError},
-    proxy::{NodeProxy, PodProxy, inbound, inbound_passthrough, local::LocalPods, outbound},
+    proxy::{
+        NodeProxy, PodProxy, inbound, inbound_passthrough, local::LocalPods, outbound, transparent,
+    },
     redirect::{self, KernelCounters, ProgramIds, RedirectError, Redirector},
     telemetry::connections::{ConnectionRecord, ConnectionStats, Totals},
 };
@@ -83,6 +85,7 @@ impl EnrollError {
 
 struct EnrolledPod {
     spec: PodSpec,
+    proxy: Arc<PodProxy>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -352,6 +355,9 @@ impl Agent {
             .ok();
         let netns_cookie =
             mesh_testbed::netns::netns_cookie(&out_v4).map_err(io("SO_NETNS_COOKIE"))?;
+        transparent::prepare(&sockets)
+            .await
+            .map_err(io("in-pod routing for delivery as the client"))?;
 
         let mut redirector = self.redirector.lock().await;
         let kernel = |source| EnrollError::Kernel {
@@ -407,6 +413,7 @@ impl Agent {
         tasks.extend(hbone_v6.map(|l| tokio::spawn(inbound::serve(l, proxy.clone()))));
         Ok(EnrolledPod {
             spec: spec.clone(),
+            proxy,
             tasks,
         })
     }
@@ -432,6 +439,10 @@ impl Agent {
         }
         let detached = redirector.detach_pod(&key.file_name());
         drop(redirector);
+        // After the capture is gone: no delivery needs the routing any more.
+        if let Err(e) = transparent::remove(&pod.proxy.sockets).await {
+            tracing::warn!(pod = %key, error = %e, "in-pod delivery routing not removed");
+        }
         drop(pod);
         detached.map_err(|source| EnrollError::Kernel {
             pod: key.clone(),

@@ -1,5 +1,6 @@
 //! Enrolled pods: what the enrollment API receives, how it is checked, and the per-pod
-//! helper thread that creates sockets inside the pod's network namespace.
+//! helper thread that creates sockets (and does other work) inside the pod's network
+//! namespace.
 use std::{
     collections::BTreeMap,
     fmt, io,
@@ -149,19 +150,21 @@ fn fs_magic(path: &Path) -> Option<i64> {
         .map(|s| s.filesystem_type().0)
 }
 
-type SocketRequest = (Domain, oneshot::Sender<io::Result<Socket>>);
+/// Work to run on the pod's thread, inside its network namespace.
+type NetnsJob = Box<dyn FnOnce() + Send>;
 
-/// A thread that lives inside one pod's network namespace and creates TCP sockets there
-/// on request. Creating a thread per connection (setns only changes the calling thread)
-/// would cost tens of microseconds; a channel round trip costs a few.
+/// A thread that lives inside one pod's network namespace and runs what must happen there:
+/// creating sockets (a socket belongs to the namespace of the thread that creates it) and
+/// writing the namespace's sysctls. Creating a thread per connection (setns only changes
+/// the calling thread) would cost tens of microseconds; a channel round trip costs a few.
 pub struct PodSockets {
-    requests: mpsc::Sender<SocketRequest>,
+    jobs: mpsc::Sender<NetnsJob>,
 }
 
 impl PodSockets {
     pub fn start(netns: &Path, thread_name: String) -> io::Result<Self> {
         let handle = NetnsHandle::open(netns)?;
-        let (tx, rx) = mpsc::channel::<SocketRequest>();
+        let (tx, rx) = mpsc::channel::<NetnsJob>();
         let (ready_tx, ready_rx) = mpsc::channel();
         std::thread::Builder::new()
             .name(thread_name)
@@ -172,29 +175,44 @@ impl PodSockets {
                 }
                 let _ = ready_tx.send(Ok(()));
                 // Ends when the PodSockets (the only sender) is dropped.
-                for (domain, reply) in rx {
-                    let _ = reply.send(Socket::new(
-                        domain,
-                        Type::STREAM.nonblocking().cloexec(),
-                        Some(Protocol::TCP),
-                    ));
+                for job in rx {
+                    job();
                 }
             })?;
         ready_rx
             .recv()
             .map_err(|_| io::Error::other("socket thread died"))??;
-        Ok(PodSockets { requests: tx })
+        Ok(PodSockets { jobs: tx })
+    }
+
+    /// Runs `job` on the pod's thread (inside its network namespace) and returns its result.
+    pub async fn run<T, F>(&self, job: F) -> io::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> io::Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = tx.send(job());
+            }))
+            .map_err(|_| io::Error::other("pod socket thread is gone"))?;
+        rx.await
+            .map_err(|_| io::Error::other("pod socket thread is gone"))?
     }
 
     /// A new, unconnected TCP socket in the pod's namespace, ready for tokio.
     pub async fn tcp_socket(&self, for_addr: &SocketAddr) -> io::Result<tokio::net::TcpSocket> {
-        let (tx, rx) = oneshot::channel();
-        self.requests
-            .send((Domain::for_address(*for_addr), tx))
-            .map_err(|_| io::Error::other("pod socket thread is gone"))?;
-        let socket = rx
-            .await
-            .map_err(|_| io::Error::other("pod socket thread is gone"))??;
+        let domain = Domain::for_address(*for_addr);
+        let socket = self
+            .run(move || {
+                Socket::new(
+                    domain,
+                    Type::STREAM.nonblocking().cloexec(),
+                    Some(Protocol::TCP),
+                )
+            })
+            .await?;
         Ok(tokio::net::TcpSocket::from_std_stream(socket.into()))
     }
 

@@ -12,10 +12,12 @@
 //!   namespace cookie plus the client's local address and port.
 //! * `mesh_sk_lookup` (one link per enrolled pod's network namespace): a SYN to an enrolled
 //!   pod address is handed to the agent's inbound listener, except HBONE (15008), anything
-//!   on loopback, and anything whose source is the destination itself: a connection from
-//!   the pod to its own address, which includes the agent's delivery to the application.
-//!   (Loopback alone does not tell: for a pod's own address the kernel reports the
-//!   interface that carries the address, not `lo`, as the ingress interface.)
+//!   whose ingress interface is `lo`, and anything whose source is the destination itself
+//!   (the pod calling its own address: there is no one to authenticate). The agent's own
+//!   delivery to the application comes from a socket bound to `lo` (and to the client's
+//!   address, see the agent's `proxy/transparent.rs`), which makes the kernel report `lo`
+//!   as its ingress interface; a pod's own connection to its address reports the interface
+//!   that carries the address instead, hence the second rule.
 #![no_std]
 #![no_main]
 

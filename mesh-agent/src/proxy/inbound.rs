@@ -93,7 +93,7 @@ async fn handle_stream(
         guard.fail(&e);
         return;
     }
-    let mut upstream = match super::connect_in_pod(&pod, target).await {
+    let mut upstream = match super::transparent::connect_as(&pod, peer.ip(), target).await {
         Ok(stream) => stream,
         Err(e) => {
             refuse(&mut respond, 503);

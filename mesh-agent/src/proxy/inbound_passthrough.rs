@@ -3,12 +3,12 @@
 //! workloads come over HBONE to 15008). `PeerAuthentication` decides whether plaintext is
 //! accepted for the port (STRICT refuses it), then `AuthorizationPolicy` sees a client
 //! without identity. The accepted socket's local address is the address the client asked
-//! for; the agent delivers to it over the pod's loopback, which `sk_lookup` ignores.
+//! for; the agent delivers to it as the client (see `transparent.rs`).
 use std::{net::SocketAddr, sync::Arc};
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{PodProxy, copy, error::ProxyError, policy};
+use super::{PodProxy, copy, error::ProxyError, policy, transparent};
 use crate::telemetry::connections::Direction;
 
 pub async fn serve(listener: TcpListener, pod: Arc<PodProxy>) {
@@ -42,5 +42,6 @@ async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
         copy::reset(&client);
         return;
     }
-    super::forward(client, &pod, target, guard).await
+    let upstream = transparent::connect_as(&pod, peer.ip(), target).await;
+    super::forward(client, upstream, guard).await
 }

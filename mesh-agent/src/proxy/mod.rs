@@ -17,6 +17,7 @@ pub mod local;
 pub mod outbound;
 pub mod policy;
 pub mod pool;
+pub mod transparent;
 
 use std::{collections::BTreeMap, future::Future, net::SocketAddr, sync::Arc};
 
@@ -96,15 +97,14 @@ pub(crate) async fn connect_in_pod(
     Ok(stream)
 }
 
-/// Connects to `target` in plain TCP and copies both ways, recording the outcome in
-/// `guard`. Failures reset the client.
+/// Copies both ways between `client` and the plain TCP `upstream` just connected (or not),
+/// recording the outcome in `guard`. Failures reset the client.
 pub(crate) async fn forward(
     mut client: TcpStream,
-    pod: &PodProxy,
-    target: SocketAddr,
+    upstream: Result<TcpStream, ProxyError>,
     mut guard: ConnectionGuard,
 ) {
-    let mut upstream = match connect_in_pod(pod, target).await {
+    let mut upstream = match upstream {
         Ok(stream) => stream,
         Err(e) => {
             guard.fail(&e);

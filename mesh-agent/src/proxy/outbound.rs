@@ -130,7 +130,10 @@ async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
     };
     guard.set_upstream(plan.service.clone(), plan.target);
     match plan.protocol {
-        Protocol::Tcp => super::forward(client, &pod, plan.target, guard).await,
+        Protocol::Tcp => {
+            let upstream = super::connect_in_pod(&pod, plan.target).await;
+            super::forward(client, upstream, guard).await
+        }
         Protocol::Hbone(identity) => {
             guard.set_destination_principal(identity.principal());
             forward_hbone(client, &pod, plan.target, identity, guard).await
