@@ -103,3 +103,137 @@ fn servers_see_the_real_client_address() -> Result<()> {
     }
     Ok(())
 }
+
+/// 2 × `rounds` HTTP requests from a pod, each on a new connection: `web` and `side`
+/// alternately. Returns how many `web` answers each server gave, and the failures.
+const ROUNDS_CLIENT: &str = r#"
+import collections, json, sys, urllib.request
+web, side, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+counts, failures = collections.Counter(), []
+for _ in range(rounds):
+    for url in (web, side):
+        try:
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                served_by = json.load(answer)["service"]
+            if url == web:
+                counts[served_by] += 1
+        except Exception as e:
+            failures.append(f"{url}: {e}")
+print(json.dumps({"counts": counts, "failures": failures[:5], "failed": len(failures)}))
+"#;
+
+const SERVICES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 198.19.40.1
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: side, namespace: default}
+spec:
+  clusterIP: 198.19.40.2
+  selector: {app: side}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+"#;
+
+fn rounds(mesh: &Mesh, script: &std::path::Path, n: usize) -> Result<serde_json::Value> {
+    let out = mesh.run_in_pod(
+        1,
+        1,
+        "python3",
+        &[
+            script.to_str().unwrap_or_default(),
+            "http://198.19.40.1/",
+            "http://198.19.40.2/",
+            &n.to_string(),
+        ],
+    )?;
+    ensure!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Round robin per Service, with another Service called in between; an endpoint removed
+/// from the configuration gets nothing more; a killed endpoint is skipped without a single
+/// client connection failing.
+#[test]
+fn service_connections_spread_evenly_and_skip_dead_endpoints() -> Result<()> {
+    let mesh = Mesh::start(2, 4)?;
+    let web = [("app", "web")];
+    let side = [("app", "side")];
+    let client = Workload {
+        node: 1,
+        pod: 1,
+        service_account: "client",
+        labels: &[("app", "client")],
+    };
+    let endpoint = |node, pod, labels| Workload {
+        node,
+        pod,
+        service_account: "server",
+        labels,
+    };
+    let mut workloads = vec![
+        client,
+        endpoint(1, 2, &web),
+        endpoint(2, 1, &web),
+        endpoint(2, 2, &web),
+        endpoint(1, 3, &side),
+        endpoint(2, 3, &side),
+    ];
+    mesh.enroll_workloads(&workloads)?;
+    mesh.apply_all("services.yaml", SERVICES)?;
+    let mut servers = Vec::new();
+    for w in &workloads[1..] {
+        let name = mesh.pod(w.node, w.pod).name().to_string();
+        servers.push(mesh.serve_in_pod(
+            w.node,
+            w.pod,
+            &["http", "--listen", "0.0.0.0:8080", "--name", &name],
+            8080,
+        )?);
+    }
+    let script = std::env::temp_dir().join(format!("mesh-test-{}-rounds.py", mesh.lab.id()));
+    std::fs::write(&script, ROUNDS_CLIENT)?;
+    let web_pods: Vec<String> = [(1, 2), (2, 1), (2, 2)]
+        .iter()
+        .map(|&(n, p)| mesh.pod(n, p).name().to_string())
+        .collect();
+
+    let outcome = rounds(&mesh, &script, 1000)?;
+    assert_eq!(outcome["failed"], 0, "{outcome}");
+    for pod in &web_pods {
+        let got = outcome["counts"][pod].as_u64().unwrap_or(0);
+        // A third of 1000, ± 5%.
+        assert!(
+            (317..=350).contains(&got),
+            "{pod}: {got} of 1000: {outcome}"
+        );
+    }
+
+    // n2p2 leaves the Service (its labels change, as a rollout would do).
+    workloads[3] = endpoint(2, 2, &[("app", "web-old")]);
+    mesh.apply_all("workloads.yaml", &mesh.workloads_yaml(&workloads))?;
+    let outcome = rounds(&mesh, &script, 150)?;
+    assert_eq!(outcome["failed"], 0, "{outcome}");
+    assert_eq!(
+        outcome["counts"][&web_pods[2]],
+        serde_json::Value::Null,
+        "{outcome}"
+    );
+
+    // n2p1's server dies; its pod stays enrolled and listed.
+    servers[1].kill()?;
+    let outcome = rounds(&mesh, &script, 150)?;
+    assert_eq!(outcome["failed"], 0, "{outcome}");
+    assert_eq!(outcome["counts"][&web_pods[0]], 150, "{outcome}");
+    let _ = std::fs::remove_file(&script);
+    Ok(())
+}

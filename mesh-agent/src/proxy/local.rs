@@ -25,6 +25,14 @@ impl LocalPods {
         }
     }
 
+    /// Whether `ip` is a pod enrolled on this node.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.by_ip
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&ip)
+    }
+
     /// The identity of the local pod with address `ip`.
     pub fn identity(&self, ip: IpAddr) -> Option<SpiffeId> {
         self.by_ip

@@ -9,6 +9,7 @@
 use std::{
     net::{IpAddr, SocketAddr},
     sync::Arc,
+    time::Instant,
 };
 
 use mesh_config::Snapshot;
@@ -19,7 +20,7 @@ use super::{
     PodProxy, copy,
     error::ProxyError,
     hbone::{self, client},
-    lb::{self, Balancer},
+    lb::{self, Balancer, Preference},
     local::LocalPods,
     pool::PoolKey,
 };
@@ -43,13 +44,15 @@ pub enum Protocol {
     Hbone(SpiffeId),
 }
 
-/// Decides what to do with a connection whose original destination is `original`.
+/// Decides what to do with a connection whose original destination is `original`, after
+/// failing to reach the endpoints in `tried`.
 pub fn plan(
     snapshot: &Snapshot,
     balancer: &Balancer,
     local: &LocalPods,
     trust_domain: &str,
     original: SocketAddr,
+    tried: &[SocketAddr],
 ) -> Result<Plan, ProxyError> {
     if original.ip().is_loopback() && original.port() == mesh_common::OUTBOUND_PORT {
         return Err(ProxyError::Loop(original));
@@ -57,8 +60,14 @@ pub fn plan(
     let (target, service) = match snapshot.service_by_vip(original.ip()) {
         None => (original, None),
         Some(service) => {
-            let pick = balancer.next(&service.hostname);
-            let (endpoint, _) = lb::choose(snapshot, service, original.port(), pick)?;
+            let now = Instant::now();
+            let preference = Preference {
+                position: balancer.next(&service.hostname),
+                tried,
+                ejected: &|endpoint| balancer.is_ejected(endpoint, now),
+                on_this_node: &|ip| local.contains(ip),
+            };
+            let (endpoint, _) = lb::choose(snapshot, service, original.port(), &preference)?;
             (endpoint, Some(service.hostname.clone()))
         }
     };
@@ -113,42 +122,116 @@ async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
         guard.set_source(SocketAddr::new(*ip, peer.port()));
     }
     guard.set_destination(original);
-    let decided = plan(
-        &node.config.snapshot(),
-        &node.balancer,
-        &node.local,
-        &node.trust_domain,
-        original,
-    );
-    let plan = match decided {
-        Ok(plan) => plan,
-        Err(e) => {
-            guard.fail(&e);
-            copy::reset(&client);
-            return;
-        }
-    };
-    guard.set_upstream(plan.service.clone(), plan.target);
-    match plan.protocol {
-        Protocol::Tcp => {
-            let upstream = super::connect_in_pod(&pod, plan.target).await;
-            super::forward(client, upstream, guard).await
-        }
-        Protocol::Hbone(identity) => {
+    let snapshot = node.config.snapshot();
+    // A Service endpoint that cannot be reached is ejected and the next one tried, within
+    // MAX_ATTEMPTS; the client sees one connection either way.
+    let mut tried = Vec::new();
+    let mut last_failure = None;
+    loop {
+        let decided = plan(
+            &snapshot,
+            &node.balancer,
+            &node.local,
+            &node.trust_domain,
+            original,
+            &tried,
+        );
+        let plan = match decided {
+            Ok(plan) => plan,
+            Err(e) => {
+                guard.fail(&last_failure.unwrap_or(e));
+                copy::reset(&client);
+                return;
+            }
+        };
+        guard.set_upstream(plan.service.clone(), plan.target);
+        if let Protocol::Hbone(identity) = &plan.protocol {
             guard.set_destination_principal(identity.principal());
-            forward_hbone(client, &pod, plan.target, identity, guard).await
+        }
+        let connected = match &plan.protocol {
+            Protocol::Tcp => super::connect_in_pod(&pod, plan.target)
+                .await
+                .map(Upstream::Tcp),
+            Protocol::Hbone(identity) => {
+                connect_hbone(&client, &pod, plan.target, identity.clone())
+                    .await
+                    .map(Upstream::Hbone)
+            }
+        };
+        match connected {
+            Ok(upstream) => return carry(client, upstream, guard).await,
+            Err(e) if plan.service.is_some() && retryable(&e) && tried.len() + 1 < MAX_ATTEMPTS => {
+                tracing::debug!(pod = %pod.pod, endpoint = %plan.target, error = %e, "endpoint ejected, trying the next one");
+                node.balancer.eject(plan.target, Instant::now());
+                tried.push(plan.target);
+                last_failure = Some(e);
+            }
+            Err(e) => {
+                guard.fail(&e);
+                copy::reset(&client);
+                return;
+            }
         }
     }
 }
 
-/// Carries the connection over an HBONE stream to `target`'s node agent.
-async fn forward_hbone(
-    mut client: TcpStream,
+/// Endpoints one connection tries before it fails.
+const MAX_ATTEMPTS: usize = 3;
+
+/// Whether another endpoint may do better: the endpoint did not answer or refused the
+/// connection. Identity and policy failures would fail the same way elsewhere.
+fn retryable(e: &ProxyError) -> bool {
+    match e {
+        ProxyError::Connect { .. } | ProxyError::Hbone { .. } => true,
+        ProxyError::TunnelRefused { status, .. } => *status >= 500,
+        _ => false,
+    }
+}
+
+/// A connected upstream, before any byte was taken from the client that it did not get.
+enum Upstream {
+    Tcp(TcpStream),
+    Hbone(HboneStream),
+}
+
+struct HboneStream {
+    send: h2::SendStream<bytes::Bytes>,
+    recv: h2::RecvStream,
+    /// The client's first flight, already sent behind the CONNECT.
+    early: u64,
+    _lease: super::pool::Lease,
+}
+
+/// Copies both ways until the end, recording the outcome.
+async fn carry(mut client: TcpStream, upstream: Upstream, mut guard: ConnectionGuard) {
+    match upstream {
+        Upstream::Tcp(stream) => super::forward(client, Ok(stream), guard).await,
+        Upstream::Hbone(stream) => {
+            guard.set_security(Security::MutualTls);
+            guard.established();
+            let _ = client.set_nodelay(true);
+            let recv = std::future::ready(Ok(stream.recv));
+            let early = stream.early;
+            match hbone::stream::bidirectional(&mut client, stream.send, recv).await {
+                Ok(moved) => guard.set_bytes(moved.sent + early, moved.received),
+                Err((e, moved)) => {
+                    guard.set_bytes(moved.sent + early, moved.received);
+                    guard.fail(&e.into());
+                    copy::reset(&client);
+                }
+            }
+        }
+    }
+}
+
+/// Opens an HBONE stream to `target` through the pool and gets the peer's answer, the
+/// client's first flight riding behind the CONNECT.
+async fn connect_hbone(
+    client: &TcpStream,
     pod: &PodProxy,
     target: SocketAddr,
     destination: SpiffeId,
-    mut guard: ConnectionGuard,
-) {
+) -> Result<HboneStream, ProxyError> {
     let node = &pod.node;
     let peer = SocketAddr::new(target.ip(), mesh_common::HBONE_PORT);
     let key = PoolKey {
@@ -156,43 +239,33 @@ async fn forward_hbone(
         destination,
         peer,
     };
-    let stream = async {
-        // Rotation happens when the certificate is asked for: ask first, so the
-        // generation below is the one a new tunnel would be built with.
-        let tls = node.certs.client_config(&pod.identity)?;
-        let generation = node.certs.generation(&pod.identity);
-        let open = || async {
-            let socket =
-                pod.sockets
-                    .tcp_socket(&peer)
-                    .await
-                    .map_err(|source| ProxyError::Connect {
-                        target: peer,
-                        source,
-                    })?;
-            client::open_tunnel(socket, peer, tls, &key.destination).await
-        };
-        let (sender, lease) = node.pool.checkout(&key, generation, open).await?;
-        let stream = client::connect_stream(sender, peer, target).await?;
-        Ok::<_, ProxyError>((stream, lease))
+    // Rotation happens when the certificate is asked for: ask first, so the generation
+    // below is the one a new tunnel would be built with.
+    let tls = node.certs.client_config(&pod.identity)?;
+    let generation = node.certs.generation(&pod.identity);
+    let open = || async {
+        let socket = pod
+            .sockets
+            .tcp_socket(&peer)
+            .await
+            .map_err(|source| ProxyError::Connect {
+                target: peer,
+                source,
+            })?;
+        client::open_tunnel(socket, peer, tls, &key.destination).await
     };
-    let ((send, pending), _lease) = match stream.await {
-        Ok(ok) => ok,
+    let (sender, lease) = node.pool.checkout(&key, generation, open).await?;
+    let (mut send, pending) = client::connect_stream(sender, peer, target).await?;
+    match pending.first_flight(client, &mut send).await {
+        Ok((recv, early)) => Ok(HboneStream {
+            send,
+            recv,
+            early,
+            _lease: lease,
+        }),
         Err(e) => {
-            guard.fail(&e);
-            copy::reset(&client);
-            return;
-        }
-    };
-    guard.set_security(Security::MutualTls);
-    guard.established();
-    let _ = client.set_nodelay(true);
-    match hbone::stream::bidirectional(&mut client, send, pending.response()).await {
-        Ok(moved) => guard.set_bytes(moved.sent, moved.received),
-        Err((e, moved)) => {
-            guard.set_bytes(moved.sent, moved.received);
-            guard.fail(&e.into());
-            copy::reset(&client);
+            send.send_reset(h2::Reason::CANCEL);
+            Err(e)
         }
     }
 }

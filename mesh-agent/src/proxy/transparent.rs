@@ -12,6 +12,8 @@
 //!   marked SYN carries the SYN's mark on its socket, SYN-ACK included; the application's
 //!   sockets of delivered connections therefore carry [`DELIVERY_MARK`]. Its other
 //!   connections come from the pod's interface, where the mark is always cleared.
+//!   `fwmark_reflect` (IPv4 and IPv6) does the same for what the kernel answers without a
+//!   socket: the RST refusing a delivery to a port nobody listens on.
 //! * `ip rule add fwmark DELIVERY_MARK lookup DELIVERY_TABLE` (IPv4 and IPv6), ahead of the
 //!   main table;
 //! * `ip route add local default dev lo table DELIVERY_TABLE`: marked packets are delivered
@@ -42,13 +44,26 @@ pub const DELIVERY_TABLE: u32 = 15_006;
 /// Ahead of `main` (32766), behind `local` (0).
 const RULE_PRIORITY: u32 = 32_700;
 const LOOPBACK_IFINDEX: u32 = 1;
-const FWMARK_ACCEPT: &str = "/proc/sys/net/ipv4/tcp_fwmark_accept";
+/// Set to 1 in the pod's namespace (see the module's documentation).
+const SYSCTLS: [&str; 3] = [
+    "/proc/sys/net/ipv4/tcp_fwmark_accept",
+    // Replies the kernel sends without a socket (the RST of a refused delivery) carry the
+    // mark of what they answer, so they reach the agent too instead of leaving the pod.
+    "/proc/sys/net/ipv4/fwmark_reflect",
+    "/proc/sys/net/ipv6/fwmark_reflect",
+];
 
 /// Installs the in-pod routing (idempotent: an agent restarting over an enrolled pod finds
 /// it in place).
 pub async fn prepare(sockets: &PodSockets) -> io::Result<()> {
     // /proc/sys/net belongs to the namespace of the thread that opens it.
-    sockets.run(|| std::fs::write(FWMARK_ACCEPT, b"1")).await?;
+    sockets
+        .run(|| {
+            SYSCTLS
+                .iter()
+                .try_for_each(|path| std::fs::write(path, b"1"))
+        })
+        .await?;
     let handle = netlink(sockets).await?;
     let v4 = delivery_rule(handle.rule().add().v4());
     tolerate(v4.execute().await, libc::EEXIST)?;
@@ -60,8 +75,8 @@ pub async fn prepare(sockets: &PodSockets) -> io::Result<()> {
     Ok(())
 }
 
-/// Removes what [`prepare`] installed (idempotent). `tcp_fwmark_accept` stays: unmarked
-/// SYNs are unaffected by it.
+/// Removes what [`prepare`] installed (idempotent). The sysctls stay: unmarked packets
+/// are unaffected by them.
 pub async fn remove(sockets: &PodSockets) -> io::Result<()> {
     let handle = netlink(sockets).await?;
     let mut v4 = delivery_rule(handle.rule().add().v4());

@@ -352,6 +352,7 @@ fn build_services(objects: &[&LoadedObject], mesh: &MeshOptions, snap: &mut Snap
             selector,
             endpoints: eps,
             waypoint,
+            locality: spec.map(Locality::of).unwrap_or_default(),
         };
         snap.services.insert(hostname, Arc::new(info));
     }

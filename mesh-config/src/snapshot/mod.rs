@@ -72,6 +72,36 @@ pub struct ServiceInfo {
     pub endpoints: Vec<Endpoint>,
     /// `istio.io/use-waypoint` of the Service (or its namespace).
     pub waypoint: Option<String>,
+    /// Whether endpoints on the client's own node come first (or alone).
+    pub locality: Locality,
+}
+
+/// Which endpoints of a Service a client should prefer, from its spec.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Locality {
+    /// Any ready endpoint.
+    #[default]
+    Any,
+    /// `trafficDistribution: PreferClose` (or `PreferSameNode`): endpoints on the client's
+    /// node when there are any ready ones, the others otherwise.
+    PreferSameNode,
+    /// `internalTrafficPolicy: Local`: only endpoints on the client's node; none there
+    /// means no endpoint.
+    SameNodeOnly,
+}
+
+impl Locality {
+    pub fn of(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> Locality {
+        if spec.internal_traffic_policy.as_deref() == Some("Local") {
+            return Locality::SameNodeOnly;
+        }
+        match spec.traffic_distribution.as_deref() {
+            // Off-cluster there are no zones: the node is the closest there is.
+            Some("PreferClose" | "PreferSameNode" | "PreferSameZone") => Locality::PreferSameNode,
+            _ => Locality::Any,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -12,10 +12,14 @@ use bytes::Bytes;
 use h2::{RecvStream, SendStream, client::SendRequest};
 use mesh_identity::SpiffeId;
 use rustls::pki_types::ServerName;
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 
 use super::{CONNECT_TIMEOUT, CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
 use crate::proxy::{error::ProxyError, pool::OpenTunnel};
+
+/// At most this much of the client's first flight rides behind the CONNECT before the
+/// answer (well inside the stream's initial window).
+const FIRST_FLIGHT: usize = 16 * 1024;
 
 /// Opens a tunnel: connects `socket` (created in the source pod's namespace, so the
 /// packets carry the pod's address) to `peer`, runs mutual TLS with `tls` (the source
@@ -132,4 +136,52 @@ impl Pending {
         }
         Ok(response.into_body())
     }
+}
+
+impl Pending {
+    /// Sends the client's first bytes behind the CONNECT while the answer is on its way,
+    /// without taking them from the client's socket (`MSG_PEEK`): if the peer refuses, they
+    /// are still there for another endpoint. Once the peer accepted, they are consumed
+    /// (they already went) and the receiving half comes back with their count.
+    pub async fn first_flight(
+        self,
+        client: &TcpStream,
+        send: &mut SendStream<Bytes>,
+    ) -> Result<(RecvStream, u64), ProxyError> {
+        let response = self.response();
+        tokio::pin!(response);
+        tokio::select! {
+            biased;
+            answered = &mut response => return answered.map(|recv| (recv, 0)),
+            readable = client.readable() => readable.map_err(ProxyError::Copy)?,
+        }
+        let mut flight = vec![0u8; FIRST_FLIGHT];
+        let peeked = client.peek(&mut flight).await.map_err(ProxyError::Copy)?;
+        if peeked > 0 {
+            flight.truncate(peeked);
+            send.send_data(Bytes::from(flight), false)
+                .map_err(|e| ProxyError::Copy(super::stream::h2_io(e)))?;
+        }
+        let recv = response.await?;
+        discard(client, peeked).await?;
+        Ok((recv, peeked as u64))
+    }
+}
+
+/// Reads and drops `len` bytes that are already in the socket's receive queue.
+async fn discard(client: &TcpStream, mut len: usize) -> Result<(), ProxyError> {
+    let mut scratch = [0u8; 8192];
+    while len > 0 {
+        let want = len.min(scratch.len());
+        client.readable().await.map_err(ProxyError::Copy)?;
+        match client.try_read(&mut scratch[..want]) {
+            Ok(0) => {
+                return Err(ProxyError::Copy(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(n) => len -= n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(ProxyError::Copy(e)),
+        }
+    }
+    Ok(())
 }

@@ -14,7 +14,14 @@ fn snapshot(yaml: &str) -> Snapshot {
 
 fn decide(snap: &Snapshot, balancer: &Balancer, dst: &str) -> Result<Plan, ProxyError> {
     let dst: SocketAddr = dst.parse().expect("test address");
-    plan(snap, balancer, &LocalPods::default(), "cluster.local", dst)
+    plan(
+        snap,
+        balancer,
+        &LocalPods::default(),
+        "cluster.local",
+        dst,
+        &[],
+    )
 }
 
 const REVIEWS: &str = r#"
@@ -178,7 +185,119 @@ fn pods_enrolled_on_this_node_are_mesh_workloads_without_configuration() {
         &local,
         "cluster.local",
         dst,
+        &[],
     )
     .unwrap();
     assert_eq!(planned.protocol, Protocol::Hbone(id));
+}
+
+fn targets(
+    snap: &Snapshot,
+    balancer: &Balancer,
+    local: &LocalPods,
+    dst: &str,
+    tried: &[SocketAddr],
+    n: usize,
+) -> Vec<String> {
+    let dst: SocketAddr = dst.parse().expect("test address");
+    (0..n)
+        .map(|_| {
+            plan(snap, balancer, local, "cluster.local", dst, tried)
+                .map(|p| p.target.to_string())
+                .unwrap_or_else(|e| e.reason().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn failed_endpoints_are_skipped_then_ejected_for_a_while() {
+    let snap = snapshot(REVIEWS);
+    let balancer = Balancer::default();
+    let local = LocalPods::default();
+    let bad: SocketAddr = "198.18.2.11:8080".parse().unwrap();
+    // The connection that failed on `bad` goes to the other endpoint, whatever the turn.
+    assert_eq!(
+        targets(&snap, &balancer, &local, "198.19.0.10:9080", &[bad], 3),
+        ["198.18.2.12:8080"; 3]
+    );
+    // Once ejected, nobody is sent there until the ejection ends.
+    let now = std::time::Instant::now();
+    balancer.eject(bad, now);
+    assert_eq!(
+        targets(&snap, &balancer, &local, "198.19.0.10:9080", &[], 4),
+        ["198.18.2.12:8080"; 4]
+    );
+    assert!(!balancer.is_ejected(bad, now + crate::proxy::lb::EJECTION));
+    // Every endpoint ejected: they are all tried rather than refusing everything.
+    balancer.eject("198.18.2.12:8080".parse().unwrap(), now);
+    let both = targets(&snap, &balancer, &local, "198.19.0.10:9080", &[], 2);
+    assert!(both.contains(&"198.18.2.11:8080".to_string()), "{both:?}");
+    // Every endpoint tried: no endpoint left.
+    let all = [
+        "198.18.2.11:8080".parse().unwrap(),
+        "198.18.2.12:8080".parse().unwrap(),
+    ];
+    assert_eq!(
+        targets(&snap, &balancer, &local, "198.19.0.10:9080", &all, 1),
+        ["no_endpoint"]
+    );
+}
+
+const LOCALITY: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: near, namespace: default}
+spec:
+  clusterIP: 198.19.0.20
+  trafficDistribution: PreferClose
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: only-here, namespace: default}
+spec:
+  clusterIP: 198.19.0.21
+  internalTrafficPolicy: Local
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: near, namespace: default}
+subsets: [{addresses: [{ip: 198.18.1.10}, {ip: 198.18.2.10}, {ip: 198.18.2.11}], ports: [{port: 80}]}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: only-here, namespace: default}
+subsets: [{addresses: [{ip: 198.18.1.10}, {ip: 198.18.2.10}, {ip: 198.18.2.11}], ports: [{port: 80}]}]
+"#;
+
+#[test]
+fn services_that_ask_for_it_prefer_or_keep_to_this_node() {
+    let snap = snapshot(LOCALITY);
+    let balancer = Balancer::default();
+    let local = LocalPods::default();
+    let id = SpiffeId::new("cluster.local", "default", "default");
+    // Nothing of either Service on this node yet.
+    let spread = targets(&snap, &balancer, &local, "198.19.0.20:80", &[], 3);
+    assert_eq!(spread.len(), 3);
+    assert_eq!(
+        targets(&snap, &balancer, &local, "198.19.0.21:80", &[], 1),
+        ["no_endpoint"]
+    );
+    local.insert(&["198.18.1.10".parse().unwrap()], &id);
+    assert_eq!(
+        targets(&snap, &balancer, &local, "198.19.0.20:80", &[], 4),
+        ["198.18.1.10:80"; 4]
+    );
+    assert_eq!(
+        targets(&snap, &balancer, &local, "198.19.0.21:80", &[], 2),
+        ["198.18.1.10:80"; 2]
+    );
+    // The local endpoint failed: PreferClose falls back to the others.
+    let failed: SocketAddr = "198.18.1.10:80".parse().unwrap();
+    let fallback = targets(&snap, &balancer, &local, "198.19.0.20:80", &[failed], 2);
+    assert!(
+        fallback.iter().all(|t| t.starts_with("198.18.2.")),
+        "{fallback:?}"
+    );
 }
