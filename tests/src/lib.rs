@@ -504,3 +504,17 @@ pub fn finish_held(mut held: std::process::Child) -> Result<Value> {
     );
     Ok(serde_json::from_slice(&out.stdout)?)
 }
+
+/// The sum of a Prometheus counter's samples whose labels include all of `labels`.
+pub fn counter(metrics: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Result, ensure};
-use mesh_tests::{Mesh, Workload, wait_for};
+use mesh_tests::{Mesh, Workload, counter, wait_for};
 
 fn log_file(mesh: &Mesh, name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("mesh-test-{}-{name}.log", mesh.lab.id()))
@@ -235,5 +235,86 @@ fn service_connections_spread_evenly_and_skip_dead_endpoints() -> Result<()> {
     assert_eq!(outcome["failed"], 0, "{outcome}");
     assert_eq!(outcome["counts"][&web_pods[0]], 150, "{outcome}");
     let _ = std::fs::remove_file(&script);
+    Ok(())
+}
+
+/// Each way an outbound connection can fail before reaching an upstream is named in the
+/// access log and counted in Prometheus with Istio's response flag.
+#[test]
+fn every_l4_failure_is_logged_and_counted_with_its_flag() -> Result<()> {
+    let mesh = Mesh::start(1, 2)?;
+    let client = Workload {
+        node: 1,
+        pod: 1,
+        service_account: "client",
+        labels: &[("app", "client")],
+    };
+    mesh.enroll_workloads(&[client])?;
+    // `side` selects nothing: no endpoint. `web` is client's own Service on port 80 only.
+    mesh.apply_all(
+        "services.yaml",
+        &SERVICES.replace("selector: {app: web}", "selector: {app: client}"),
+    )?;
+    let outside = mesh.pod(1, 2).ip();
+    let cases = [
+        // (dial, response flag, reason, what the log says)
+        (
+            "198.19.40.2:80".to_string(),
+            "UH",
+            "no_endpoint",
+            "no ready endpoint",
+        ),
+        (
+            "198.19.40.1:81".to_string(),
+            "NR",
+            "port_not_in_service",
+            "is not a port of the service",
+        ),
+        (
+            format!("{outside}:9"),
+            "UF",
+            "connect_refused",
+            "Connection refused",
+        ),
+    ];
+    for (dial, flag, reason, text) in &cases {
+        let out = mesh.run_in_pod(
+            1,
+            1,
+            "curl",
+            &["-sS", "--max-time", "5", &format!("http://{dial}/")],
+        )?;
+        ensure!(!out.status.success(), "{dial} answered");
+        let logged = wait_for(&format!("{dial} in the access log"), || {
+            let log = std::fs::read_to_string(mesh.log_path(1))?;
+            Ok(log.lines().any(|l| {
+                l.contains("connection closed")
+                    && l.contains(dial.as_str())
+                    && l.contains(&format!("flags={flag}"))
+                    && l.contains(text)
+            }))
+        });
+        if let Err(e) = logged {
+            let log = std::fs::read_to_string(mesh.log_path(1))?;
+            let closed: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("connection closed"))
+                .collect();
+            anyhow::bail!("{e}; access log:\n{}", closed.join("\n"));
+        }
+        let metrics = mesh.metrics(1)?;
+        let refused = counter(
+            &metrics,
+            "mesh_connections_refused_total",
+            &[("direction", "outbound"), ("reason", reason)],
+        );
+        ensure!(refused >= 1, "{reason}: not counted:\n{metrics}");
+        let closed = counter(
+            &metrics,
+            "istio_tcp_connections_closed_total",
+            &[("reporter", "source"), ("response_flags", flag)],
+        );
+        ensure!(closed >= 1, "{flag}: not counted:\n{metrics}");
+    }
     Ok(())
 }

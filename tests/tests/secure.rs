@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context, Result, ensure};
 use mesh_agent::app::tcp_client::pattern_byte;
 use mesh_identity::{CertificateAuthority, SpiffeId};
-use mesh_tests::{Mesh, Workload, eventually, records_to, wait_for};
+use mesh_tests::{Mesh, Workload, counter, eventually, records_to, wait_for};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -125,19 +125,6 @@ impl Drop for Capture {
 const CLIENT_HELLO_TO_HBONE: &str = "tcp dst port 15008 and tcp[((tcp[12:1] & 0xf0) >> 2):1] = 0x16 and tcp[((tcp[12:1] & 0xf0) >> 2) + 5:1] = 0x01";
 
 /// One value of a Prometheus counter whose labels include all of `labels`.
-fn counter(metrics: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 fn principal(sa: &str) -> String {
     format!("cluster.local/ns/default/sa/{sa}")
 }

@@ -281,12 +281,12 @@ impl Drop for ConnectionGuard {
             upstream = %record.upstream.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
             src_principal = %record.source_principal.as_deref().unwrap_or("-"),
             dst_principal = %record.destination_principal.as_deref().unwrap_or("-"),
-            security = record.security.label(),
+            security = %record.security.label(),
             sent = record.bytes_sent,
             received = record.bytes_received,
             duration_ms = record.duration_ms,
             result = %record.result,
-            flags = record.response_flags,
+            flags = %record.response_flags,
             "connection closed"
         );
         let m = &self.stats.metrics;
