@@ -84,35 +84,40 @@ impl Cluster {
             return Err(ResponseFlag::NoHealthyUpstream);
         }
         let cluster_state = state.cluster(&self.name);
-        // Candidates: not ejected; not excluded unless that leaves none.
-        let mut usable = vec![true; n];
-        if self.policy.outlier.is_some() {
-            let health = cluster_state.health();
-            for (i, e) in self.endpoints.iter().enumerate() {
-                usable[i] = !health.outlier.is_ejected(&e.key, now);
+        // Candidates: not ejected; not excluded unless that leaves none. Without outlier
+        // detection or exclusions every endpoint is one, and nothing is allocated.
+        let mut usable = Usable::All;
+        if self.policy.outlier.is_some() || !exclude.is_empty() {
+            let mut ok = vec![true; n];
+            if self.policy.outlier.is_some() {
+                let health = cluster_state.health();
+                for (i, e) in self.endpoints.iter().enumerate() {
+                    ok[i] = !health.outlier.is_ejected(&e.key, now);
+                }
             }
-        }
-        if !usable.iter().any(|u| *u) {
-            return Err(ResponseFlag::NoHealthyUpstream);
-        }
-        if exclude
-            .iter()
-            .any(|i| usable.get(*i).copied().unwrap_or(false))
-        {
-            let mut without = usable.clone();
+            if !ok.iter().any(|u| *u) {
+                return Err(ResponseFlag::NoHealthyUpstream);
+            }
+            let mut without = ok.clone();
             for &i in exclude {
                 if let Some(u) = without.get_mut(i) {
                     *u = false;
                 }
             }
-            if without.iter().any(|u| *u) {
-                usable = without;
-            }
+            usable = Usable::Some(if without.iter().any(|u| *u) {
+                without
+            } else {
+                ok
+            });
         }
+        let usable = |i: usize| match &usable {
+            Usable::All => true,
+            Usable::Some(v) => v[i],
+        };
         let first_usable_from = |start: usize| {
             (0..n)
                 .map(|k| (start + k) % n)
-                .find(|&i| usable[i])
+                .find(|&i| usable(i))
                 .unwrap_or(0)
         };
         let random_index = |rng: &mut dyn Random| below(rng, n as u64) as usize;
@@ -133,7 +138,7 @@ impl Cluster {
                 if active(b) < active(a) { b } else { a }
             }
             LbPolicy::ConsistentHash { key, .. } => match hash_key(key, req) {
-                Some(h) => self.ring_lookup(h, &usable),
+                Some(h) => self.ring_lookup(h, usable),
                 None => first_usable_from(random_index(rng)),
             },
         };
@@ -144,14 +149,20 @@ impl Cluster {
     }
 
     /// The first usable endpoint at or after `hash` on the ring.
-    fn ring_lookup(&self, hash: u64, usable: &[bool]) -> usize {
+    fn ring_lookup(&self, hash: u64, usable: impl Fn(usize) -> bool) -> usize {
         let start = self.ring.partition_point(|(point, _)| *point < hash);
         let len = self.ring.len();
         (0..len)
             .map(|k| self.ring[(start + k) % len].1)
-            .find(|&i| usable[i])
+            .find(|&i| usable(i))
             .unwrap_or(0)
     }
+}
+
+/// Which endpoints a choice may take.
+enum Usable {
+    All,
+    Some(Vec<bool>),
 }
 
 /// The value a consistent hash is computed from, hashed; `None` when the request lacks it.
@@ -169,7 +180,10 @@ fn hash_key(key: &HashKey, req: &Request) -> Option<u64> {
                 (k == name).then_some(v)
             })
             .map(|v| hash(v.as_bytes(), 0)),
-        HashKey::SourceIp => req.source.ip.map(|ip| hash(ip.to_string().as_bytes(), 0)),
+        HashKey::SourceIp => req.source.ip.map(|ip| match ip.to_canonical() {
+            std::net::IpAddr::V4(v4) => hash(&v4.octets(), 0),
+            std::net::IpAddr::V6(v6) => hash(&v6.octets(), 0),
+        }),
         HashKey::QueryParameter(name) => req.query_param(name).map(|v| hash(v.as_bytes(), 0)),
     }
 }

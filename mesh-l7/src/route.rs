@@ -107,6 +107,11 @@ pub struct Forward<'t> {
 }
 
 impl Forward<'_> {
+    /// `DI` when a fault delay applies (the proxy logs it once it has waited).
+    pub fn response_flag(&self) -> Option<ResponseFlag> {
+        self.delay.map(|_| ResponseFlag::DelayInjected)
+    }
+
     /// The rule's then the destination's request header operations.
     pub fn apply_request_headers(&self, headers: &mut HeaderMap) {
         self.route.rule.headers.request.apply(headers);
@@ -143,6 +148,11 @@ impl RouteTable {
                 }
             }
         };
+        if let Entry::Gateway(key) = req.entry
+            && !self.gateway_serves(key, req.port, host)
+        {
+            return Err(ResponseFlag::NoRoute);
+        }
         let expanded;
         let mut candidates: [Option<&str>; 2] = [Some(host), None];
         if req.entry == Entry::Mesh && req.service.is_none() {
@@ -183,31 +193,23 @@ impl RouteTable {
             };
             exported && bound(vs, req.entry)
         };
-        let exact = self
-            .exact
-            .get(host)
-            .map(|v| v.as_slice())
-            .unwrap_or_default();
-        let mut services: Vec<&VirtualService> = exact
-            .iter()
-            .map(|&i| &self.virtual_services[i])
-            .filter(visible)
-            .collect();
-        if services.is_empty() {
-            services = self
-                .wildcards
+        // The first index list (exact host, then wildcards by specificity) that has a
+        // VirtualService for this request; its services are tried in creation order.
+        let any_visible =
+            |list: &&Vec<usize>| list.iter().any(|&i| visible(&&self.virtual_services[i]));
+        let list = self.exact.get(host).filter(any_visible).or_else(|| {
+            self.wildcards
                 .iter()
                 .filter(|(pattern, _)| host_matches(pattern, host))
-                .map(|(_, list)| {
-                    list.iter()
-                        .map(|&i| &self.virtual_services[i])
-                        .filter(visible)
-                        .collect::<Vec<_>>()
-                })
-                .find(|list| !list.is_empty())
-                .unwrap_or_default();
-        }
-        if services.is_empty() {
+                .map(|(_, list)| list)
+                .find(any_visible)
+        });
+        let services = list
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.virtual_services[i])
+            .filter(visible);
+        if list.is_none() {
             // No VirtualService: the Service itself, for mesh traffic (a gateway serves
             // only what a VirtualService binds to it).
             let rule = self.defaults.get(host)?;

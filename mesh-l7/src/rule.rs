@@ -23,6 +23,7 @@ pub struct VirtualService {
     pub gateways: Vec<String>,
     pub export_to: Vec<String>,
     pub http: Vec<HttpRule>,
+    pub tcp: Vec<crate::tcp::TcpRule>,
 }
 
 /// One `http` rule.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use mesh_config::Snapshot;
 use mesh_config::authz::DEFAULT_ROOT_NAMESPACE;
 use mesh_config::istio::Resolution;
+use mesh_config::resolve::host_matches;
 use mesh_config::snapshot::{Endpoint, VirtualServiceRoutes};
 
 use crate::cluster::{Cluster, ClusterEndpoint};
@@ -280,6 +281,24 @@ impl RouteTable {
         }
     }
 
+    /// Whether Gateway `key` (`namespace/name`) has a server on `port` whose `hosts` admit
+    /// `host`. A server host's `namespace/` part (which namespaces may bind VirtualServices)
+    /// is not checked here.
+    pub fn gateway_serves(&self, key: &str, port: u16, host: &str) -> bool {
+        let Some(gateway) = self.snapshot.gateways.get(key) else {
+            return false;
+        };
+        gateway
+            .servers
+            .iter()
+            .filter(|s| s.port.number == u32::from(port))
+            .flat_map(|s| &s.hosts)
+            .any(|h| {
+                let pattern = h.split_once('/').map_or(h.as_str(), |(_, host)| host);
+                host_matches(pattern, host)
+            })
+    }
+
     /// The cluster of `host`, `subset`, `port`, if the mesh knows it.
     pub fn cluster(&self, host: &str, subset: Option<&str>, port: u16) -> Option<&Cluster> {
         self.clusters
@@ -300,7 +319,14 @@ fn compile_vs(
         .enumerate()
         .map(|(i, r)| HttpRule::compile(vs, key, i, r, delegate))
         .collect::<Result<Vec<_>, _>>()?;
+    let tcp = vs
+        .tcp
+        .iter()
+        .enumerate()
+        .map(|(i, r)| crate::tcp::TcpRule::compile(key, i, r))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(VirtualService {
+        tcp,
         key: key.to_string(),
         namespace: vs.namespace.clone(),
         hosts: vs.hosts.clone(),

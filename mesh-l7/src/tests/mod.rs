@@ -4,6 +4,7 @@
 mod balancing;
 mod bookinfo;
 mod rules;
+mod units;
 
 pub(crate) use std::sync::Arc;
 pub(crate) use std::time::{Duration, Instant};
