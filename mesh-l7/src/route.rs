@@ -159,12 +159,35 @@ impl RouteTable {
             expanded = self.expand_short_name(host, req.source.namespace);
             candidates[1] = expanded.as_deref();
         }
-        for host in candidates.into_iter().flatten() {
-            if let Some(found) = self.route_host(host, req) {
-                return found;
+        let candidates = || candidates.into_iter().flatten();
+        // Exact hosts under every spelling first, then wildcards, then a Service's default
+        // route: `*.default.svc.cluster.local` must not win over `reviews` written short.
+        for host in candidates() {
+            if let Some(list) = self.exact.get(host).filter(|l| self.any_visible(l, req)) {
+                return self.first_match(list, req);
             }
         }
-        Err(ResponseFlag::NoRoute)
+        for host in candidates() {
+            let wildcard = self
+                .wildcards
+                .iter()
+                .filter(|(pattern, _)| host_matches(pattern, host))
+                .map(|(_, list)| list)
+                .find(|l| self.any_visible(l, req));
+            if let Some(list) = wildcard {
+                return self.first_match(list, req);
+            }
+        }
+        // No VirtualService: the Service itself, for mesh traffic (a gateway serves only
+        // what a VirtualService binds to it).
+        match (req.entry, candidates().find_map(|h| self.defaults.get(h))) {
+            (Entry::Mesh, Some(rule)) => Ok(Route {
+                virtual_service: None,
+                rule,
+                matched: None,
+            }),
+            _ => Err(ResponseFlag::NoRoute),
+        }
     }
 
     /// `reviews` / `reviews.default` / `reviews.default.svc` as a client in `namespace`
@@ -179,49 +202,27 @@ impl RouteTable {
         }
     }
 
-    /// `None`: this host is not known at all (try another spelling); `Some(Err(NR))`: it
-    /// is, and nothing matched.
-    fn route_host<'t>(
-        &'t self,
-        host: &str,
-        req: &Request,
-    ) -> Option<Result<Route<'t>, ResponseFlag>> {
-        let visible = |vs: &&VirtualService| {
-            let exported = match req.viewer_namespace() {
-                Some(ns) => exported_to(&vs.export_to, &vs.namespace, ns),
-                None => vs.export_to.is_empty() || vs.export_to.iter().any(|e| e == "*"),
-            };
-            exported && bound(vs, req.entry)
+    /// A VirtualService applies to the request: exported to its viewer, bound to its entry.
+    fn visible(&self, vs: &VirtualService, req: &Request) -> bool {
+        let exported = match req.viewer_namespace() {
+            Some(ns) => exported_to(&vs.export_to, &vs.namespace, ns),
+            None => vs.export_to.is_empty() || vs.export_to.iter().any(|e| e == "*"),
         };
-        // The first index list (exact host, then wildcards by specificity) that has a
-        // VirtualService for this request; its services are tried in creation order.
-        let any_visible =
-            |list: &&Vec<usize>| list.iter().any(|&i| visible(&&self.virtual_services[i]));
-        let list = self.exact.get(host).filter(any_visible).or_else(|| {
-            self.wildcards
-                .iter()
-                .filter(|(pattern, _)| host_matches(pattern, host))
-                .map(|(_, list)| list)
-                .find(any_visible)
-        });
+        exported && bound(vs, req.entry)
+    }
+
+    fn any_visible(&self, list: &[usize], req: &Request) -> bool {
+        list.iter()
+            .any(|&i| self.visible(&self.virtual_services[i], req))
+    }
+
+    /// The first rule of the VirtualServices in `list` (creation order) that matches; a
+    /// delegating rule tries its delegate's rules, then the root's next rules.
+    fn first_match<'t>(&'t self, list: &[usize], req: &Request) -> Result<Route<'t>, ResponseFlag> {
         let services = list
-            .into_iter()
-            .flatten()
+            .iter()
             .map(|&i| &self.virtual_services[i])
-            .filter(visible);
-        if list.is_none() {
-            // No VirtualService: the Service itself, for mesh traffic (a gateway serves
-            // only what a VirtualService binds to it).
-            let rule = self.defaults.get(host)?;
-            return Some(match req.entry {
-                Entry::Mesh => Ok(Route {
-                    virtual_service: None,
-                    rule,
-                    matched: None,
-                }),
-                Entry::Gateway(_) => Err(ResponseFlag::NoRoute),
-            });
-        }
+            .filter(|vs| self.visible(vs, req));
         for vs in services {
             for rule in &vs.http {
                 let Some(matched) = rule.matching(req, &vs.gateways) else {
@@ -231,23 +232,23 @@ impl RouteTable {
                     let delegate = &self.delegates[d];
                     for inner in &delegate.http {
                         if let Some(m) = inner.matching(req, &vs.gateways) {
-                            return Some(Ok(Route {
+                            return Ok(Route {
                                 virtual_service: Some(&delegate.key),
                                 rule: inner,
                                 matched: m,
-                            }));
+                            });
                         }
                     }
                     continue;
                 }
-                return Some(Ok(Route {
+                return Ok(Route {
                     virtual_service: Some(&vs.key),
                     rule,
                     matched,
-                }));
+                });
             }
         }
-        Some(Err(ResponseFlag::NoRoute))
+        Err(ResponseFlag::NoRoute)
     }
 
     /// One of the rule's destinations, by weight.

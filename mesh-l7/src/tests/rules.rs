@@ -403,3 +403,49 @@ spec:
 pub(crate) fn destination_rule_all() -> String {
     std::fs::read_to_string(fixture("istio-bookinfo/destination-rule-all.yaml")).expect("fixture")
 }
+
+#[test]
+fn exact_hosts_win_over_wildcards_and_export_to_hides_from_other_namespaces() {
+    let table = bookinfo_with_yaml(&format!(
+        "{}\n---\n{}",
+        destination_rule_all(),
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: everything, namespace: default}
+spec:
+  hosts: ["*.default.svc.cluster.local"]
+  http:
+  - route: [{destination: {host: reviews, subset: v3}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  exportTo: ["."]
+  http:
+  - route: [{destination: {host: reviews, subset: v1}}]
+"#
+    ));
+    let none = HeaderMap::new();
+    let vs_of = |req: &Request| table.route(req).map(|r| r.virtual_service);
+    assert_eq!(
+        vs_of(&get("reviews", "/", &none)),
+        Ok(Some("default/reviews"))
+    );
+    assert_eq!(
+        vs_of(&get("ratings", "/", &none)),
+        Ok(Some("default/everything"))
+    );
+    // From another namespace `reviews` is not exported: the wildcard applies (written as
+    // the FQDN, since `reviews` alone would be that namespace's own).
+    let mut other = get("reviews.default.svc.cluster.local", "/", &none);
+    other.source.namespace = Some("other");
+    assert_eq!(vs_of(&other), Ok(Some("default/everything")));
+    // A host nothing knows and no wildcard matches.
+    assert_eq!(
+        table.route(&get("unknown.example.org", "/", &none)).err(),
+        Some(ResponseFlag::NoRoute)
+    );
+}
