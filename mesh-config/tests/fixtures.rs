@@ -298,3 +298,26 @@ fn config_dump_is_sorted_json_and_yaml() {
     );
     let _ = fixtures();
 }
+
+#[test]
+fn a_virtual_service_without_hosts_is_kept_as_a_delegate() {
+    let loaded = mesh_config::load_str(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-routes, namespace: team}
+spec:
+  http:
+  - route: [{destination: {host: reviews}}]
+"#,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let snap = Snapshot::build(&loaded).unwrap_or_else(|e| panic!("{e}"));
+    assert!(snap.routes.is_empty());
+    let delegate = &snap.delegates["team/reviews-routes"];
+    assert_eq!(
+        delegate.http[0].route[0].destination.host,
+        "reviews.team.svc.cluster.local"
+    );
+}

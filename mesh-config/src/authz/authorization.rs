@@ -26,6 +26,12 @@
 //!
 //! `remoteIpBlocks` and `remote.ip` are matched against [`Connection::remote_ip`] (at L4 the
 //! peer itself); ztunnel, which never knows a client behind a proxy, treats them as HTTP.
+//!
+//! With a request ([`authorize_request`], for waypoints and gateways) the HTTP attributes are
+//! evaluated: `hosts` (case-insensitive, port ignored), `methods`, `paths` (without the query),
+//! `when` on `request.headers[<name>]`. What the mesh cannot know (JWT: `requestPrincipals`,
+//! `request.auth.*`) is absent, as for a request without a token: a positive value never
+//! matches it and a negative one never excludes it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -106,6 +112,48 @@ impl fmt::Display for DenyReason {
     }
 }
 
+/// The HTTP attributes of one request, as a waypoint or a gateway sees it.
+#[derive(Clone, Copy)]
+pub struct HttpRequest<'a> {
+    pub method: &'a str,
+    /// The path without the query string.
+    pub path: &'a str,
+    /// The host of `:authority` / `Host` (a port, if any, is ignored).
+    pub host: &'a str,
+    pub headers: &'a dyn RequestHeaders,
+}
+
+impl fmt::Debug for HttpRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Request headers by (lower-case) name; several values of one header come joined by `,`
+/// as Envoy presents them to its RBAC filter.
+pub trait RequestHeaders {
+    fn header(&self, name: &str) -> Option<std::borrow::Cow<'_, str>>;
+}
+
+/// Who a request-level decision is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyScope<'a> {
+    /// A workload chosen by `selector` (an ingress gateway's pod, by its labels).
+    Workload(Target<'a>),
+    /// A waypoint (`namespace`/`name`) serving a request for `service` (`namespace`,
+    /// `name`): policies whose `targetRef(s)` name the waypoint's Gateway, the Service, or
+    /// (in the root namespace) the `istio-waypoint` GatewayClass.
+    Waypoint {
+        namespace: &'a str,
+        name: &'a str,
+        service: Option<(&'a str, &'a str)>,
+    },
+}
+
 /// The decision for `conn` to `target`.
 pub fn authorize(
     snap: &Snapshot,
@@ -113,8 +161,37 @@ pub fn authorize(
     target: &Target,
     conn: &Connection,
 ) -> Decision {
-    let peer = Peer::from_principal(conn.source_principal);
     let policies = applicable(&snap.authorization_policies, root_namespace, target);
+    decide(&policies, conn, None)
+}
+
+/// The decision for one HTTP request over `conn`, with every HTTP attribute evaluated.
+pub fn authorize_request(
+    snap: &Snapshot,
+    root_namespace: &str,
+    scope: &PolicyScope,
+    conn: &Connection,
+    request: &HttpRequest,
+) -> Decision {
+    let policies = match scope {
+        PolicyScope::Workload(target) => {
+            applicable(&snap.authorization_policies, root_namespace, target)
+        }
+        PolicyScope::Waypoint {
+            namespace,
+            name,
+            service,
+        } => waypoint_policies(snap, root_namespace, namespace, name, *service),
+    };
+    decide(&policies, conn, Some(request))
+}
+
+fn decide(policies: &[&Policy], conn: &Connection, http: Option<&HttpRequest>) -> Decision {
+    let peer = Peer::from_principal(conn.source_principal);
+    let (allow_mode, other_mode) = match http {
+        Some(h) => (L7::Evaluate(h), L7::Evaluate(h)),
+        None => (L7::NeverMatch, L7::Drop),
+    };
     let with_action = |action: Action| {
         policies
             .iter()
@@ -127,9 +204,11 @@ pub fn authorize(
     }
 
     for p in with_action(Action::Deny) {
-        match policy_matches(p, conn, &peer, L7::Drop) {
-            PolicyMatch::Matched { l7: false } => return deny(p, DenyReason::DenyPolicy),
-            PolicyMatch::Matched { l7: true } => return deny(p, DenyReason::L7OnlyRule),
+        match policy_matches(p, conn, &peer, other_mode) {
+            PolicyMatch::Matched { l7: true } if http.is_none() => {
+                return deny(p, DenyReason::L7OnlyRule);
+            }
+            PolicyMatch::Matched { .. } => return deny(p, DenyReason::DenyPolicy),
             PolicyMatch::NotMatched { .. } => {}
         }
     }
@@ -139,7 +218,7 @@ pub fn authorize(
         let mut skipped_l7 = None;
         let allowed = allows
             .iter()
-            .any(|p| match policy_matches(p, conn, &peer, L7::NeverMatch) {
+            .any(|p| match policy_matches(p, conn, &peer, allow_mode) {
                 PolicyMatch::Matched { .. } => true,
                 PolicyMatch::NotMatched { l7_skipped } => {
                     if l7_skipped {
@@ -160,7 +239,7 @@ pub fn authorize(
     let audit = with_action(Action::Audit)
         .find(|p| {
             matches!(
-                policy_matches(p, conn, &peer, L7::Drop),
+                policy_matches(p, conn, &peer, other_mode),
                 PolicyMatch::Matched { .. }
             )
         })
@@ -187,6 +266,47 @@ fn applicable<'s>(
     out
 }
 
+/// The policies attached to a waypoint: in its namespace naming it (kind Gateway), in the
+/// Service's namespace naming the Service, in the root namespace naming the waypoint class.
+fn waypoint_policies<'s>(
+    snap: &'s Snapshot,
+    root_namespace: &str,
+    namespace: &str,
+    name: &str,
+    service: Option<(&str, &str)>,
+) -> Vec<&'s Policy> {
+    let mut namespaces = vec![root_namespace, namespace];
+    if let Some((service_ns, _)) = service {
+        namespaces.push(service_ns);
+    }
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    let mut out = Vec::new();
+    for ns in namespaces {
+        for p in policies_in(&snap.authorization_policies, ns) {
+            let targets = p.spec.target_ref.iter().chain(&p.spec.target_refs);
+            let attached = targets.into_iter().any(|t| {
+                let t_ns = t.namespace.as_deref().unwrap_or(&p.namespace);
+                match t.kind.as_str() {
+                    "Gateway" => t_ns == namespace && t.name == name,
+                    "Service" => {
+                        service.is_some_and(|(s_ns, s_name)| t_ns == s_ns && t.name == s_name)
+                    }
+                    "GatewayClass" => {
+                        p.namespace == root_namespace
+                            && t.name == crate::istio::gateway_api::WAYPOINT_CLASS
+                    }
+                    _ => false,
+                }
+            });
+            if attached {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 fn applies(spec: &AuthorizationPolicySpec, target: &Target) -> bool {
     // Waypoint and gateway policies: not ours (see the module comment).
     if spec.target_ref.is_some() || !spec.target_refs.is_empty() {
@@ -206,13 +326,17 @@ fn key(p: &Policy) -> String {
     format!("{}/{}", p.namespace, p.name)
 }
 
-/// What to do with HTTP attributes, which L4 cannot see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum L7 {
-    /// ALLOW: a rule using them never matches (allowing on a guess would open too much).
+/// What to do with HTTP attributes.
+#[derive(Debug, Clone, Copy)]
+enum L7<'h> {
+    /// At L4, in ALLOW: a rule using them never matches (allowing on a guess would open
+    /// too much).
     NeverMatch,
-    /// DENY, AUDIT: drop them and match on the rest (denying more than asked, never less).
+    /// At L4, in DENY and AUDIT: drop them and match on the rest (denying more than asked,
+    /// never less).
     Drop,
+    /// With a request: evaluate them.
+    Evaluate(&'h HttpRequest<'h>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,35 +350,56 @@ enum PolicyMatch {
 /// Whether any rule of `p` matches (no rules: none does).
 fn policy_matches(p: &Policy, conn: &Connection, peer: &Peer, l7: L7) -> PolicyMatch {
     let mut l7_skipped = false;
+    let http = match l7 {
+        L7::Evaluate(h) => Some(h),
+        L7::NeverMatch | L7::Drop => None,
+    };
     for rule in &p.spec.rules {
         let has_l7 = rule_has_l7(rule);
-        if has_l7 && l7 == L7::NeverMatch {
+        if has_l7 && matches!(l7, L7::NeverMatch) {
             l7_skipped = true;
             continue;
         }
-        if rule_matches(rule, &p.namespace, conn, peer) {
+        if rule_matches(rule, &p.namespace, conn, peer, http) {
             return PolicyMatch::Matched { l7: has_l7 };
         }
     }
     PolicyMatch::NotMatched { l7_skipped }
 }
 
-/// `from` AND `to` AND `when`, HTTP attributes left out (the caller decided what they mean).
-fn rule_matches(rule: &Rule, policy_namespace: &str, conn: &Connection, peer: &Peer) -> bool {
+/// `from` AND `to` AND `when`. Without `http`, HTTP attributes are left out (the caller
+/// decided what they mean); with it, they are evaluated.
+fn rule_matches(
+    rule: &Rule,
+    policy_namespace: &str,
+    conn: &Connection,
+    peer: &Peer,
+    http: Option<&HttpRequest>,
+) -> bool {
     let from = rule.from.is_empty()
         || rule
             .from
             .iter()
-            .any(|f| source_matches(&f.source, policy_namespace, conn, peer));
+            .any(|f| source_matches(&f.source, policy_namespace, conn, peer, http));
     let to = rule.to.is_empty()
         || rule
             .to
             .iter()
-            .any(|t| operation_matches(&t.operation, conn));
-    from && to && rule.when.iter().all(|c| condition_matches(c, conn, peer))
+            .any(|t| operation_matches(&t.operation, conn, http));
+    from && to
+        && rule
+            .when
+            .iter()
+            .all(|c| condition_matches(c, conn, peer, http))
 }
 
-fn source_matches(s: &Source, policy_namespace: &str, conn: &Connection, peer: &Peer) -> bool {
+fn source_matches(
+    s: &Source,
+    policy_namespace: &str,
+    conn: &Connection,
+    peer: &Peer,
+    http: Option<&HttpRequest>,
+) -> bool {
     let principal = |v: &String| pattern_matches(v, peer.principal);
     let namespace = |v: &String| pattern_matches(v, peer.namespace);
     let service_account = |v: &String| peer.is_service_account(v, policy_namespace);
@@ -269,15 +414,49 @@ fn source_matches(s: &Source, policy_namespace: &str, conn: &Connection, peer: &
         )
         && field(&s.ip_blocks, &s.not_ip_blocks, source_ip)
         && field(&s.remote_ip_blocks, &s.not_remote_ip_blocks, remote_ip)
+        // No JWT support: a request has no request principal (see the module comment).
+        && (http.is_none()
+            || field(&s.request_principals, &s.not_request_principals, |v| {
+                pattern_matches(v, None)
+            }))
 }
 
-fn operation_matches(op: &Operation, conn: &Connection) -> bool {
+fn operation_matches(op: &Operation, conn: &Connection, http: Option<&HttpRequest>) -> bool {
     let port = |v: &String| port_is(v, conn.destination_port);
-    field(&op.ports, &op.not_ports, port)
+    let ports = field(&op.ports, &op.not_ports, port);
+    let Some(h) = http else {
+        return ports;
+    };
+    let host = h.host.rsplit_once(':').map_or(h.host, |(host, port)| {
+        // `[::1]:80` and `host:80` lose the port; a bare IPv6 address keeps its colons.
+        if port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(':') {
+            host
+        } else {
+            h.host
+        }
+    });
+    let host = host.to_ascii_lowercase();
+    ports
+        && field(&op.hosts, &op.not_hosts, |v| {
+            pattern_matches(&v.to_ascii_lowercase(), Some(&host))
+        })
+        && field(&op.methods, &op.not_methods, |v| {
+            pattern_matches(v, Some(h.method))
+        })
+        && field(&op.paths, &op.not_paths, |v| {
+            pattern_matches(v, Some(h.path))
+        })
 }
 
-/// A `when` condition on an L4 key; any other key is HTTP and left to the caller (true).
-fn condition_matches(c: &Condition, conn: &Connection, peer: &Peer) -> bool {
+/// A `when` condition. Without `http` only L4 keys are evaluated and any other key is left
+/// to the caller (true); with it, `request.headers[...]` is read and the other HTTP keys
+/// (JWT claims, ...) have no value.
+fn condition_matches(
+    c: &Condition,
+    conn: &Connection,
+    peer: &Peer,
+    http: Option<&HttpRequest>,
+) -> bool {
     let ip = |ip: IpAddr| field(&c.values, &c.not_values, |v| IpBlock::value_contains(v, ip));
     match WhenKey::parse(&c.key) {
         Some(WhenKey::SourceIp) => ip(conn.source_ip),
@@ -292,8 +471,20 @@ fn condition_matches(c: &Condition, conn: &Connection, peer: &Peer) -> bool {
         Some(WhenKey::DestinationPort) => field(&c.values, &c.not_values, |v| {
             port_is(v, conn.destination_port)
         }),
-        None => true,
+        None => match http {
+            None => true,
+            Some(h) => {
+                let value = request_header_key(&c.key).and_then(|name| h.headers.header(name));
+                let value = value.as_deref();
+                field(&c.values, &c.not_values, |v| pattern_matches(v, value))
+            }
+        },
     }
+}
+
+/// `request.headers[x-user]` → `x-user`.
+fn request_header_key(key: &str) -> Option<&str> {
+    key.strip_prefix("request.headers[")?.strip_suffix(']')
 }
 
 /// The `when` keys L4 can evaluate.

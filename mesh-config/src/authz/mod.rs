@@ -1,6 +1,7 @@
 //! Istio security policy for one inbound connection, as a pure function of the snapshot: the
 //! node agent asks [`mtls_mode`] whether the destination port takes plaintext, then
-//! [`authorize`] whether the connection may proceed. Nothing here does I/O or keeps state,
+//! [`authorize`] whether the connection may proceed; a waypoint or gateway asks
+//! [`authorize_request`] for each HTTP request. Nothing here does I/O or keeps state,
 //! so every rule is unit-tested from YAML (`tests/`).
 //!
 //! Modules, one job each: [`peer_authentication`] (effective mTLS mode), [`authorization`]
@@ -19,7 +20,10 @@ pub mod peer_authentication;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub use authorization::{Connection, Decision, DenyReason, authorize};
+pub use authorization::{
+    Connection, Decision, DenyReason, HttpRequest, PolicyScope, RequestHeaders, authorize,
+    authorize_request,
+};
 pub use ip_block::{IpBlock, IpBlockError};
 pub use matcher::parse_port;
 pub use peer_authentication::{MtlsDecision, MtlsMode, mtls_decision, mtls_mode};

@@ -446,6 +446,10 @@ fn build_routing(objects: &[&LoadedObject], mesh: &MeshOptions, snap: &mut Snaps
         match &o.object {
             Object::VirtualService(vs) => {
                 let routes = Arc::new(resolve_virtual_service(&vs.spec, &ns, &name, mesh));
+                if routes.hosts.is_empty() {
+                    snap.delegates.insert(key, routes);
+                    continue;
+                }
                 for host in &routes.hosts {
                     snap.routes
                         .entry(host.clone())

@@ -31,6 +31,9 @@ pub struct Snapshot {
     pub workloads: BTreeMap<String, Arc<Workload>>,
     /// VirtualServices by the FQDN (or wildcard) of each of their hosts, in creation order.
     pub routes: BTreeMap<String, Vec<Arc<VirtualServiceRoutes>>>,
+    /// VirtualServices without hosts by `namespace/name`: only reachable through another
+    /// VirtualService's `delegate`.
+    pub delegates: BTreeMap<String, Arc<VirtualServiceRoutes>>,
     /// DestinationRules by the FQDN of their host.
     pub destination_rules: BTreeMap<String, Vec<Arc<DestinationRuleInfo>>>,
     /// Istio Gateways by `namespace/name`.

@@ -2,6 +2,7 @@
 //! pods and helpers here, one file per concern.
 
 mod authorization;
+mod http;
 mod peer_authentication;
 mod validation;
 

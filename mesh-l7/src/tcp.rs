@@ -1,0 +1,137 @@
+//! VirtualService `tcp` routes: for a connection that is not HTTP (a Service port of
+//! protocol TCP, or a Gateway server of protocol TCP), which cluster by port, source and
+//! gateway, with weights. Rules in order, first match wins; no VirtualService, or none with
+//! `tcp` rules, is the Service itself on the connection's port.
+
+use mesh_config::istio::{L4MatchAttributes, TcpRoute};
+
+use crate::cluster::Cluster;
+use crate::error::L7ConfigError;
+use crate::flags::ResponseFlag;
+use crate::matcher::entry_bound;
+use crate::random::{Random, below};
+use crate::request::{Entry, Source};
+use crate::table::RouteTable;
+
+/// One TCP connection as routing sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpRequest<'a> {
+    /// FQDN of the Service (or ServiceEntry host) connected to.
+    pub service: &'a str,
+    pub port: u16,
+    pub source: Source<'a>,
+    pub entry: Entry<'a>,
+}
+
+/// A compiled `tcp` rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpRule {
+    matches: Vec<L4MatchAttributes>,
+    /// (host, subset, port, weight).
+    destinations: Vec<(String, Option<String>, Option<u16>, u32)>,
+}
+
+impl TcpRule {
+    pub(crate) fn compile(vs: &str, index: usize, r: &TcpRoute) -> Result<TcpRule, L7ConfigError> {
+        let all_unset = r.route.iter().all(|d| d.weight.is_none());
+        let destinations = r
+            .route
+            .iter()
+            .enumerate()
+            .map(|(j, d)| {
+                let invalid = |message: &str| L7ConfigError::Invalid {
+                    virtual_service: vs.to_string(),
+                    field: format!("spec.tcp[{index}].route[{j}]"),
+                    message: message.to_string(),
+                };
+                let weight = match d.weight {
+                    _ if r.route.len() == 1 || all_unset => 1,
+                    Some(w) => u32::try_from(w).map_err(|_| invalid("negative weight"))?,
+                    None => 0,
+                };
+                let port = d
+                    .destination
+                    .port
+                    .map(|p| u16::try_from(p.number).map_err(|_| invalid("port out of range")))
+                    .transpose()?;
+                Ok((
+                    d.destination.host.clone(),
+                    d.destination.subset.clone(),
+                    port,
+                    weight,
+                ))
+            })
+            .collect::<Result<_, L7ConfigError>>()?;
+        Ok(TcpRule {
+            matches: r.matches.clone(),
+            destinations,
+        })
+    }
+
+    fn matches(&self, req: &TcpRequest, vs_gateways: &[String]) -> bool {
+        if self.matches.is_empty() {
+            return entry_bound(vs_gateways, req.entry);
+        }
+        self.matches.iter().any(|m| {
+            let gateways = if m.gateways.is_empty() {
+                vs_gateways
+            } else {
+                &m.gateways
+            };
+            entry_bound(gateways, req.entry)
+                && m.port.is_none_or(|p| p == u32::from(req.port))
+                && m.source_namespace
+                    .as_deref()
+                    .is_none_or(|ns| req.source.namespace == Some(ns))
+                && (m.source_labels.is_empty()
+                    || req
+                        .source
+                        .labels
+                        .is_some_and(|l| m.source_labels.iter().all(|(k, v)| l.get(k) == Some(v))))
+        })
+    }
+}
+
+impl RouteTable {
+    /// The cluster for a TCP connection. `Err(NR)`: a VirtualService has `tcp` rules for
+    /// the host and none matched; `Err(UH)`: the chosen destination is unknown.
+    pub fn route_tcp(
+        &self,
+        req: &TcpRequest,
+        rng: &mut dyn Random,
+    ) -> Result<&Cluster, ResponseFlag> {
+        let mut had_rules = false;
+        for &i in self.exact.get(req.service).into_iter().flatten() {
+            let vs = &self.virtual_services[i];
+            for rule in &vs.tcp {
+                had_rules = true;
+                if !rule.matches(req, &vs.gateways) {
+                    continue;
+                }
+                let total: u64 = rule.destinations.iter().map(|d| u64::from(d.3)).sum();
+                if total == 0 {
+                    return Err(ResponseFlag::NoHealthyUpstream);
+                }
+                let mut draw = below(rng, total);
+                let (host, subset, port, _) = rule
+                    .destinations
+                    .iter()
+                    .find(|d| {
+                        let w = u64::from(d.3);
+                        let hit = draw < w;
+                        draw = draw.saturating_sub(w);
+                        hit
+                    })
+                    .ok_or(ResponseFlag::NoHealthyUpstream)?;
+                return self
+                    .cluster(host, subset.as_deref(), port.unwrap_or(req.port))
+                    .ok_or(ResponseFlag::NoHealthyUpstream);
+            }
+        }
+        if had_rules {
+            return Err(ResponseFlag::NoRoute);
+        }
+        self.cluster(req.service, None, req.port)
+            .ok_or(ResponseFlag::NoHealthyUpstream)
+    }
+}
