@@ -85,6 +85,9 @@ impl EnrollError {
 
 struct EnrolledPod {
     spec: PodSpec,
+    /// (device, inode) of the namespace file at enrollment: the pod is gone when the file
+    /// is, or when it names another namespace.
+    netns_id: (u64, u64),
     proxy: Arc<PodProxy>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -96,6 +99,16 @@ impl Drop for EnrolledPod {
             task.abort();
         }
     }
+}
+
+/// How often the agent looks for pods whose network namespace vanished.
+const VANISHED_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// (device, inode) of a namespace file: the namespace's identity.
+fn netns_id(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 pub struct Agent {
@@ -202,7 +215,38 @@ impl Agent {
             config,
         });
         agent.restore().await;
+        let reaper = Arc::downgrade(&agent);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(VANISHED_CHECK);
+            loop {
+                tick.tick().await;
+                let Some(agent) = reaper.upgrade() else {
+                    return;
+                };
+                agent.remove_vanished().await;
+            }
+        });
         Ok(agent)
+    }
+
+    /// Removes the pods whose network namespace is gone (deleted without `unenroll`, e.g.
+    /// when a CNI DEL never came): their capture, links and enrolled addresses must not
+    /// outlive them, or the addresses' next owner would be blackholed.
+    pub async fn remove_vanished(&self) {
+        let vanished: Vec<PodKey> = self
+            .pods
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, pod)| netns_id(&pod.spec.netns).ok() != Some(pod.netns_id))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in vanished {
+            tracing::warn!(pod = %key, "the pod's network namespace is gone: removing the pod");
+            if let Err(e) = self.remove_pod(&key).await {
+                tracing::warn!(pod = %key, error = %e, "removing a vanished pod");
+            }
+        }
     }
 
     pub fn config(&self) -> &AgentConfig {
@@ -304,6 +348,7 @@ impl Agent {
             let pod = key.clone();
             move |source| EnrollError::Io { pod, what, source }
         };
+        let netns_id = netns_id(&spec.netns).map_err(io("reading the pod's network namespace"))?;
         let sockets = PodSockets::start(&spec.netns, format!("pod-{}", spec.name))
             .map_err(io("entering the pod's network namespace"))?;
         // Listeners first, programs second: a connect captured before its listener exists
@@ -413,6 +458,7 @@ impl Agent {
         tasks.extend(hbone_v6.map(|l| tokio::spawn(inbound::serve(l, proxy.clone()))));
         Ok(EnrolledPod {
             spec: spec.clone(),
+            netns_id,
             proxy,
             tasks,
         })

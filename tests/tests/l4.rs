@@ -318,3 +318,25 @@ fn every_l4_failure_is_logged_and_counted_with_its_flag() -> Result<()> {
     }
     Ok(())
 }
+
+/// A pod whose network namespace disappears without `unenroll` (a CNI DEL that never came)
+/// is noticed and removed: its links and enrolled addresses do not outlive it.
+#[test]
+fn a_pod_whose_namespace_vanished_is_removed() -> Result<()> {
+    let mesh = Mesh::start(1, 2)?;
+    mesh.enroll(1, 1)?;
+    mesh.enroll(1, 2)?;
+    let gone = mesh.pod(1, 2);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "del", gone.netns_name()])
+        .output()?;
+    ensure!(out.status.success(), "ip netns del: {out:?}");
+    let name = format!("default_{}", gone.name());
+    wait_for("the agent to drop the pod", || {
+        let status = mesh.status(1)?;
+        let pods = status["pods"].as_array().cloned().unwrap_or_default();
+        let links = status["links"].to_string();
+        Ok(pods.len() == 1 && pods[0]["name"] == mesh.pod(1, 1).name() && !links.contains(&name))
+    })?;
+    Ok(())
+}
