@@ -417,3 +417,82 @@ fn concurrent_enrollments_survive_a_restart() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// Connection attempts from a pod, one after the other, for `seconds`.
+const CONNECT_LOOP: &str = r#"
+import json, socket, sys, time
+target, seconds = (sys.argv[1], int(sys.argv[2])), float(sys.argv[3])
+attempts = succeeded = 0
+end = time.time() + seconds
+while time.time() < end:
+    attempts += 1
+    try:
+        with socket.create_connection(target, timeout=0.5) as s:
+            s.sendall(b"x")
+            succeeded += s.recv(1) == b"x"
+    except OSError:
+        time.sleep(0.01)
+print(json.dumps({"attempts": attempts, "succeeded": succeeded}))
+"#;
+
+/// An agent of another build started over the pins of an earlier one replaces the
+/// programs the pods' links run (in place, with BPF_LINK_UPDATE), and no connection made
+/// across the swap escapes capture: every attempt went through the new or the old
+/// program.
+#[test]
+fn a_new_build_replaces_the_pinned_programs_in_place() -> Result<()> {
+    let mut mesh = Mesh::start(1, 2)?;
+    mesh.enroll(1, 1)?;
+    let _echo = mesh.serve_in_pod(1, 2, &["echo", "--listen", "0.0.0.0:9000"], 9000)?;
+    let before = mesh.status(1)?;
+    // The pins now look like another build's.
+    let pin_dir = mesh.agents[0].pin_dir();
+    let ours = std::fs::read_dir(&pin_dir)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("stamp-"))
+        .expect("the agent stamps its pins");
+    std::fs::remove_dir(pin_dir.join(&ours))?;
+    std::fs::create_dir(pin_dir.join("stamp-0000000000000000"))?;
+
+    let script = std::env::temp_dir().join(format!("mesh-test-{}-connect.py", mesh.lab.id()));
+    std::fs::write(&script, CONNECT_LOOP)?;
+    let target = mesh.pod(1, 2).ip().to_string();
+    let looping = mesh
+        .pod(1, 1)
+        .command("python3")
+        .args([script.to_str().unwrap_or_default(), &target, "9000", "4"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(500));
+    mesh.kill_agent(1)?;
+    mesh.start_agent(1)?;
+    let out = looping.wait_with_output()?;
+    let _ = std::fs::remove_file(&script);
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let after = mesh.status(1)?;
+
+    for (name, id) in before["programs"].as_object().expect("program ids") {
+        assert_ne!(&after["programs"][name], id, "{name} was not replaced");
+    }
+    assert_eq!(
+        after["links"], before["links"],
+        "the same links, now running new programs"
+    );
+    assert!(
+        pin_dir.join(&ours).exists(),
+        "the pins carry the new build's stamp"
+    );
+    assert!(!pin_dir.join("stamp-0000000000000000").exists());
+    let redirected = |s: &serde_json::Value| s["kernel"]["redirected"].as_u64().unwrap_or(0);
+    assert_eq!(
+        redirected(&after) - redirected(&before),
+        outcome["attempts"].as_u64().unwrap_or(0),
+        "every attempt was captured: {outcome}"
+    );
+    assert!(outcome["succeeded"].as_u64() > Some(0), "{outcome}");
+    // And the new programs capture as the old ones did.
+    let outcome = mesh.tcp_client(1, 1, &format!("{target}:9000"), 64 * 1024)?;
+    assert_eq!(outcome["intact"], true);
+    Ok(())
+}

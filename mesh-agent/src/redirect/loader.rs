@@ -3,7 +3,7 @@
 use std::{
     fs::File,
     net::{IpAddr, SocketAddr},
-    os::fd::AsRawFd,
+    os::fd::{AsFd, AsRawFd},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
@@ -20,7 +20,7 @@ use aya::{
 use mesh_common::{ClientKey, InboundKey, OrigDst, counters, maps, programs};
 use serde::Serialize;
 
-use super::{RedirectError, io_err, origdst};
+use super::{RedirectError, io_err, origdst, upgrade};
 
 /// The compiled kernel programs, built by build.rs from the current `mesh-ebpf` sources.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mesh-ebpf"));
@@ -112,7 +112,13 @@ impl Redirector {
             .default_map_pin_directory(&dir)
             .override_global(aya_log::LEVEL, &kernel_log_level, true)
             .load(OBJECT)?;
-        if fresh {
+        // Pinned programs of another build (an upgrade, or a downgrade) are replaced.
+        let stamp = upgrade::stamp(OBJECT);
+        let outdated = !fresh && upgrade::pinned_stamp(&dir).as_deref() != Some(stamp.as_str());
+        if fresh || outdated {
+            if outdated {
+                tracing::info!(dir = %dir.display(), "pinned programs come from another build: replacing them");
+            }
             load_and_pin(&mut ebpf, &dir)?;
         } else {
             tracing::info!(dir = %dir.display(), "reusing pinned programs and maps");
@@ -138,6 +144,23 @@ impl Redirector {
         ids.extend([id(programs::SOCK_OPS, sock_ops.info())?]);
         ids.extend([id(programs::SK_LOOKUP, sk_lookup.info())?]);
         let ids = ProgramIds(ids);
+        if fresh || outdated {
+            // Links of pods enrolled by the earlier build now run these programs; only then
+            // is the stamp ours (a crash in between repeats the update at the next start).
+            let mut fds = Vec::new();
+            for (name, program) in &sock_addr {
+                fds.push((*name, program.fd().map_err(program_err(name))?.as_fd()));
+            }
+            let sock_ops_fd = sock_ops.fd().map_err(program_err(programs::SOCK_OPS))?;
+            fds.push((programs::SOCK_OPS, sock_ops_fd.as_fd()));
+            let sk_lookup_fd = sk_lookup.fd().map_err(program_err(programs::SK_LOOKUP))?;
+            fds.push((programs::SK_LOOKUP, sk_lookup_fd.as_fd()));
+            let updated = upgrade::retarget_links(&dir.join("links"), &fds)?;
+            if updated > 0 {
+                tracing::info!(links = updated, "pods' links now run this build's programs");
+            }
+            upgrade::write_stamp(&dir, &stamp)?;
+        }
 
         let mut take = |name: &'static str| -> Result<Map, RedirectError> {
             ebpf.take_map(name).ok_or(RedirectError::Map {

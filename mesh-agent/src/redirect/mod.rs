@@ -5,9 +5,11 @@
 //! * `MESH_*`           the maps (pinned by name when the object is loaded);
 //! * `prog_<program>`   the loaded programs, reused by a restarted agent;
 //! * `links/<pod>/...`  one bpf_link per attachment, so capture survives an agent restart
-//!   (connections fail closed while no agent listens, rather than bypassing the mesh).
+//!   (connections fail closed while no agent listens, rather than bypassing the mesh);
+//! * `stamp-<hash>`     which build loaded the programs (see `upgrade.rs`).
 mod loader;
 mod origdst;
+mod upgrade;
 
 use std::path::{Path, PathBuf};
 
