@@ -22,6 +22,40 @@ struct Cli {
     command: Command,
 }
 
+/// The DNS proxy's flags.
+#[derive(clap::Args, Clone)]
+struct DnsArgs {
+    /// Upstream resolver for names the mesh does not own (repeatable, e.g.
+    /// 198.18.1.13:53). Default: the nameservers of --dns-resolv-conf.
+    #[arg(long = "dns-upstream")]
+    upstreams: Vec<SocketAddr>,
+    /// The node's resolv.conf, read for upstream resolvers when none is given.
+    #[arg(long = "dns-resolv-conf", default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Upstream answers the DNS cache keeps at most.
+    #[arg(long = "dns-cache-entries", default_value_t = 4096)]
+    cache_entries: usize,
+}
+
+impl DnsArgs {
+    fn config(self) -> Result<mesh_agent::dns::DnsConfig> {
+        let upstreams = if self.upstreams.is_empty() {
+            mesh_agent::dns::DnsConfig::upstreams_from_resolv_conf(&self.resolv_conf)
+                .with_context(|| format!("reading {}", self.resolv_conf.display()))?
+        } else {
+            self.upstreams
+        };
+        Ok(mesh_agent::dns::DnsConfig {
+            upstreams,
+            cluster_domain: self.cluster_domain,
+            cache_entries: self.cache_entries,
+        })
+    }
+}
+
 /// Where one agent keeps its pins, state and API socket.
 #[derive(clap::Args, Clone)]
 struct AgentPaths {
@@ -94,6 +128,8 @@ enum Command {
         /// Istio's root namespace: mesh-wide PeerAuthentication and AuthorizationPolicy.
         #[arg(long, default_value = "istio-system")]
         root_namespace: String,
+        #[command(flatten)]
+        dns: DnsArgs,
     },
     /// Remove an agent's pinned programs, maps and links, and its state.
     Uninstall {
@@ -225,6 +261,7 @@ async fn run(command: Command) -> Result<()> {
             trust_domain,
             cert_lifetime,
             root_namespace,
+            dns,
         } => {
             let config = AgentConfig {
                 name: paths.name.clone(),
@@ -238,6 +275,7 @@ async fn run(command: Command) -> Result<()> {
                 trust_domain,
                 cert_lifetime,
                 root_namespace,
+                dns: dns.config()?,
             };
             run_agent(paths, config, cleanup, metrics_addr).await
         }

@@ -149,9 +149,9 @@ fn fs_magic(path: &Path) -> Option<i64> {
         .map(|s| s.filesystem_type().0)
 }
 
-type SocketRequest = (Domain, oneshot::Sender<io::Result<Socket>>);
+type SocketRequest = (Domain, Type, Protocol, oneshot::Sender<io::Result<Socket>>);
 
-/// A thread that lives inside one pod's network namespace and creates TCP sockets there
+/// A thread that lives inside one pod's network namespace and creates sockets there
 /// on request. Creating a thread per connection (setns only changes the calling thread)
 /// would cost tens of microseconds; a channel round trip costs a few.
 pub struct PodSockets {
@@ -172,11 +172,11 @@ impl PodSockets {
                 }
                 let _ = ready_tx.send(Ok(()));
                 // Ends when the PodSockets (the only sender) is dropped.
-                for (domain, reply) in rx {
+                for (domain, kind, protocol, reply) in rx {
                     let _ = reply.send(Socket::new(
                         domain,
-                        Type::STREAM.nonblocking().cloexec(),
-                        Some(Protocol::TCP),
+                        kind.nonblocking().cloexec(),
+                        Some(protocol),
                     ));
                 }
             })?;
@@ -188,14 +188,32 @@ impl PodSockets {
 
     /// A new, unconnected TCP socket in the pod's namespace, ready for tokio.
     pub async fn tcp_socket(&self, for_addr: &SocketAddr) -> io::Result<tokio::net::TcpSocket> {
+        let socket = self.socket(for_addr, Type::STREAM, Protocol::TCP).await?;
+        Ok(tokio::net::TcpSocket::from_std_stream(socket.into()))
+    }
+
+    async fn socket(
+        &self,
+        for_addr: &SocketAddr,
+        kind: Type,
+        protocol: Protocol,
+    ) -> io::Result<Socket> {
         let (tx, rx) = oneshot::channel();
         self.requests
-            .send((Domain::for_address(*for_addr), tx))
+            .send((Domain::for_address(*for_addr), kind, protocol, tx))
             .map_err(|_| io::Error::other("pod socket thread is gone"))?;
-        let socket = rx
-            .await
-            .map_err(|_| io::Error::other("pod socket thread is gone"))??;
-        Ok(tokio::net::TcpSocket::from_std_stream(socket.into()))
+        rx.await
+            .map_err(|_| io::Error::other("pod socket thread is gone"))?
+    }
+
+    /// A UDP socket bound to `addr` in the pod's namespace, ready for tokio.
+    pub async fn udp_bind(&self, addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+        let socket = self.socket(&addr, Type::DGRAM, Protocol::UDP).await?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.bind(&addr.into())?;
+        tokio::net::UdpSocket::from_std(socket.into())
     }
 
     /// A listening socket in the pod's namespace (created on the helper thread).
