@@ -128,8 +128,9 @@ enum Command {
         /// Istio's root namespace: mesh-wide PeerAuthentication and AuthorizationPolicy.
         #[arg(long, default_value = "istio-system")]
         root_namespace: String,
+        /// Boxed: the largest part of `Run`, which dwarfs the other commands.
         #[command(flatten)]
-        dns: DnsArgs,
+        dns: Box<DnsArgs>,
     },
     /// Remove an agent's pinned programs, maps and links, and its state.
     Uninstall {
@@ -275,7 +276,7 @@ async fn run(command: Command) -> Result<()> {
                 trust_domain,
                 cert_lifetime,
                 root_namespace,
-                dns: dns.config()?,
+                dns: (*dns).config()?,
             };
             run_agent(paths, config, cleanup, metrics_addr).await
         }

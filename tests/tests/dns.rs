@@ -407,6 +407,36 @@ fn other_names_are_forwarded_cached_and_nxdomain_passes_through() -> Result<()> 
         format!("{} 53 1234 {REVIEWS_VIP}", lab.mesh.pod(1, RESOLVER).ip()),
         "sendto/recvfrom"
     );
+
+    // IPv6: a native IPv6 nameserver (connect6 and recvmsg6, the agent's [::1]:15053), and
+    // an IPv4 one asked through an IPv6 socket as ::ffff:a.b.c.d (sendmsg6/recvmsg6).
+    let v6_server = format!("@{}", lab.mesh.pod(1, RESOLVER).ipv6());
+    let dig = lab.stdout_of(
+        CLIENT,
+        "dig",
+        &[
+            &v6_server,
+            "+short",
+            "+tries=1",
+            "reviews.default.svc.cluster.local",
+        ],
+    )?;
+    assert_eq!(dig.trim(), REVIEWS_VIP, "dig {v6_server}");
+    let mapped = script
+        .replace("socket.AF_INET,", "socket.AF_INET6,")
+        .replace(
+            &format!("('{}', 53)", lab.mesh.pod(1, RESOLVER).ip()),
+            &format!("('::ffff:{}', 53)", lab.mesh.pod(1, RESOLVER).ip()),
+        );
+    let out = lab.stdout_of(CLIENT, "python3", &["-c", &mapped])?;
+    assert_eq!(
+        out.trim(),
+        format!(
+            "::ffff:{} 53 1234 {REVIEWS_VIP}",
+            lab.mesh.pod(1, RESOLVER).ip()
+        ),
+        "IPv4-mapped sendto/recvfrom"
+    );
     Ok(())
 }
 
