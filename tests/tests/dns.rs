@@ -654,3 +654,48 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .context("VmRSS")
 }
+
+/// While the agent is down, names fail at once (the pinned programs still steer queries to
+/// a listener that is gone: refused, not sent around the mesh); a restarted agent reuses
+/// the pinned programs and answers again.
+#[test]
+fn names_fail_closed_while_the_agent_is_down_and_come_back_with_it() -> Result<()> {
+    let mut lab = DnsLab::start()?;
+    assert_eq!(lab.getent(CLIENT, "reviews")?, REVIEWS_VIP);
+    lab.mesh.kill_agent(1)?;
+    let started = std::time::Instant::now();
+    let out = lab.run(CLIENT, "getent", &["hosts", "web.lab.test"])?;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "resolved without the agent: {out:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused queries should fail fast, took {:?}",
+        started.elapsed()
+    );
+    let node = lab.mesh.lab.node(1).pod_gateway().to_string();
+    let client = lab.mesh.pod(1, CLIENT).ip().to_string();
+    assert!(
+        lab.upstream_queries("web.lab.test")
+            .iter()
+            .all(|l| !l.ends_with(&format!("from {client}"))),
+        "the pod reached the nameserver directly: {:?}",
+        lab.upstream_queries("web.lab.test")
+    );
+    lab.mesh.start_agent(1)?;
+    // Applied configuration lives in the agent's memory: give it again, as the API server
+    // would list it to a restarted agent.
+    lab.mesh.apply_all("reviews.yaml", REVIEWS_YAML)?;
+    wait_for("the restarted agent answering", || {
+        Ok(lab.getent(CLIENT, "reviews").ok().as_deref() == Some(REVIEWS_VIP))
+    })?;
+    assert_eq!(lab.getent(CLIENT, "web.lab.test")?, WEB_IP);
+    assert!(
+        lab.upstream_queries("query[A] web.lab.test")
+            .iter()
+            .any(|l| l.ends_with(&format!("from {node}")))
+    );
+    Ok(())
+}
