@@ -434,7 +434,8 @@ impl Agent {
             spec.namespace.clone(),
             &spec.labels,
             self.dns.clone(),
-        );
+        )
+        .with_redirected_tcp(self.node.orig_dst.clone(), netns_cookie);
         tasks.extend(dns_listeners.spawn(Arc::new(pod_dns)));
         Ok(EnrolledPod {
             spec: spec.clone(),

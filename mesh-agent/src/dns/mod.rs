@@ -98,6 +98,10 @@ pub struct PodDns {
     pub canonical_service: String,
     pub canonical_revision: String,
     pub node: Arc<NodeDns>,
+    /// The original-destination table and the pod's namespace cookie: a TCP query was
+    /// redirected by `connect4/6`, so `sock_ops` filed its client there like any captured
+    /// connection; the TCP listener takes the entry off on accept.
+    pub redirected_tcp: Option<(Arc<crate::redirect::OrigDstTable>, u64)>,
 }
 
 impl PodDns {
@@ -124,7 +128,18 @@ impl PodDns {
             pod,
             namespace,
             node,
+            redirected_tcp: None,
         }
+    }
+
+    /// See [`PodDns::redirected_tcp`].
+    pub fn with_redirected_tcp(
+        mut self,
+        table: Arc<crate::redirect::OrigDstTable>,
+        netns_cookie: u64,
+    ) -> Self {
+        self.redirected_tcp = Some((table, netns_cookie));
+        self
     }
 
     /// One query in, the answer out; `None` drops the packet (not even a header to

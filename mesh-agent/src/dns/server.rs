@@ -91,7 +91,11 @@ async fn serve_udp(socket: Arc<UdpSocket>, pod: Arc<PodDns>, limit: Arc<Semaphor
 async fn serve_tcp(listener: TcpListener, pod: Arc<PodDns>) {
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
+                if let Some((table, cookie)) = &pod.redirected_tcp {
+                    // Not needed (the query itself says what it wants); only freed.
+                    let _ = table.take(*cookie, peer);
+                }
                 tokio::spawn(serve_tcp_client(stream, pod.clone()));
             }
             Err(e) => {
