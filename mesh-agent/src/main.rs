@@ -41,18 +41,22 @@ struct DnsArgs {
 }
 
 impl DnsArgs {
-    fn config(self) -> Result<mesh_agent::dns::DnsConfig> {
+    fn config(self) -> mesh_agent::dns::DnsConfig {
         let upstreams = if self.upstreams.is_empty() {
+            // A node without resolvers still gets the mesh's own names; the rest SERVFAIL.
             mesh_agent::dns::DnsConfig::upstreams_from_resolv_conf(&self.resolv_conf)
-                .with_context(|| format!("reading {}", self.resolv_conf.display()))?
+                .unwrap_or_else(|e| {
+                    tracing::warn!(file = %self.resolv_conf.display(), error = %e, "no upstream DNS resolvers");
+                    Vec::new()
+                })
         } else {
             self.upstreams
         };
-        Ok(mesh_agent::dns::DnsConfig {
+        mesh_agent::dns::DnsConfig {
             upstreams,
             cluster_domain: self.cluster_domain,
             cache_entries: self.cache_entries,
-        })
+        }
     }
 }
 
@@ -276,7 +280,7 @@ async fn run(command: Command) -> Result<()> {
                 trust_domain,
                 cert_lifetime,
                 root_namespace,
-                dns: (*dns).config()?,
+                dns: (*dns).config(),
             };
             run_agent(paths, config, cleanup, metrics_addr).await
         }
