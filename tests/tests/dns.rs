@@ -86,8 +86,6 @@ impl DnsLab {
         );
         let dnsmasq_log =
             std::env::temp_dir().join(format!("mesh-test-{}-dnsmasq.log", mesh.lab.id()));
-        let pid_file =
-            std::env::temp_dir().join(format!("mesh-test-{}-dnsmasq.pid", mesh.lab.id()));
         let mut cmd = mesh.pod(1, RESOLVER).command("dnsmasq");
         cmd.args([
             "--keep-in-foreground",
@@ -97,6 +95,7 @@ impl DnsLab {
             "--no-poll",
             "--bind-interfaces",
             "--user=root",
+            "--pid-file=", // none: it would outlive the SIGKILL at cleanup
             "--log-queries",
             "--local-ttl=60",
             "--local=/lab.test/",
@@ -109,7 +108,6 @@ impl DnsLab {
             "--host-record=api.weixin.qq.com,{WEIXIN_UPSTREAM_IP}"
         ))
         .arg(format!("--log-facility={}", dnsmasq_log.display()))
-        .arg(format!("--pid-file={}", pid_file.display()))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
         let dnsmasq = mesh.lab.spawn(&mut cmd).context("starting dnsmasq")?;
