@@ -15,6 +15,7 @@ use tokio::{sync::Mutex, task::JoinHandle};
 use mesh_config::{ConfigStore, DirSource, KubeSource, store::StoreStatus};
 
 use crate::{
+    dns::{NodeDns, PodDns, server::DnsListeners},
     pod::{PodKey, PodSockets, PodSpec, PodSpecError},
     proxy::{
         NodeProxy, PodProxy, inbound, inbound_passthrough, local::LocalPods, outbound, transparent,
@@ -46,6 +47,8 @@ pub struct AgentConfig {
     pub cert_lifetime: std::time::Duration,
     /// Istio's root namespace (mesh-wide policies).
     pub root_namespace: String,
+    /// The DNS proxy: upstream resolvers, cluster domain, cache size.
+    pub dns: crate::dns::DnsConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +121,8 @@ pub struct Agent {
     pods: Mutex<BTreeMap<PodKey, EnrolledPod>>,
     /// What every pod's proxy shares: configuration, certificates, tunnels, counters.
     node: Arc<NodeProxy>,
+    /// What every pod's DNS server shares: configuration, upstream resolvers, cache.
+    dns: Arc<NodeDns>,
     /// Watches `config_dir` while it lives.
     _config_source: Option<DirSource>,
     /// Watches the Kubernetes API while it lives.
@@ -161,7 +166,12 @@ impl Agent {
         )
         .context("loading the eBPF programs")?;
         crate::telemetry::kernel_log::forward(redirector.program_ids());
-        let config_store = Arc::new(ConfigStore::default());
+        // Service FQDNs in the snapshot and the names the DNS proxy answers share the domain.
+        let config_store = Arc::new(ConfigStore::new(mesh_config::snapshot::BuildOptions {
+            mesh: mesh_config::resolve::MeshOptions {
+                cluster_domain: config.dns.cluster_domain.clone(),
+            },
+        }));
         let config_source = match &config.config_dir {
             Some(dir) => Some(
                 DirSource::spawn(dir.clone(), config_store.clone())
@@ -205,7 +215,18 @@ impl Agent {
                 node.pool.sweep();
             }
         });
+        let dns = Arc::new(NodeDns {
+            config: node.config.clone(),
+            cluster_domain: config.dns.cluster_domain.clone(),
+            forwarder: crate::dns::upstream::Forwarder::new(
+                config.dns.upstreams.clone(),
+                config.dns.cache_entries,
+            ),
+            metrics: node.stats.metrics.dns.clone(),
+        });
+        tracing::info!(upstreams = ?config.dns.upstreams, domain = %config.dns.cluster_domain, "DNS proxy");
         let agent = Arc::new(Agent {
+            dns,
             program_ids: redirector.program_ids().clone(),
             redirector: Mutex::new(redirector),
             pods: Mutex::new(BTreeMap::new()),
@@ -398,6 +419,9 @@ impl Agent {
             )
             .await
             .ok();
+        let dns_listeners = DnsListeners::open(&sockets)
+            .await
+            .map_err(io("DNS listeners 127.0.0.1:15053"))?;
         let netns_cookie =
             mesh_testbed::netns::netns_cookie(&out_v4).map_err(io("SO_NETNS_COOKIE"))?;
         transparent::prepare(&sockets)
@@ -456,6 +480,14 @@ impl Agent {
         tasks.extend(out_v6.map(|l| tokio::spawn(outbound::serve(l, proxy.clone()))));
         tasks.extend(in_v6.map(|l| tokio::spawn(inbound_passthrough::serve(l, proxy.clone()))));
         tasks.extend(hbone_v6.map(|l| tokio::spawn(inbound::serve(l, proxy.clone()))));
+        let pod_dns = PodDns::new(
+            key.to_string(),
+            spec.namespace.clone(),
+            &spec.labels,
+            self.dns.clone(),
+        )
+        .with_redirected_tcp(self.node.orig_dst.clone(), netns_cookie);
+        tasks.extend(dns_listeners.spawn(Arc::new(pod_dns)));
         Ok(EnrolledPod {
             spec: spec.clone(),
             netns_id,

@@ -1,7 +1,7 @@
 //! `mesh-agent demo`: the embedded default. Builds a lab (two nodes, three pods each),
 //! starts one agent per node watching a config directory that holds Istio's unchanged
 //! Bookinfo YAML plus the pods the demo runs, runs Bookinfo-like services in the pods,
-//! enrolls them, sends traffic between them by Service VIP through the agents (reviews
+//! enrolls them, sends traffic between them by Service name through the agents (reviews
 //! spread over v1, v2, v3) and exposes the product page on 127.0.0.1.
 //! Ctrl-C (or `--duration`) removes everything: agents, pins, namespaces, cgroups.
 use std::{net::SocketAddr, path::Path, process::Stdio, sync::Arc, time::Duration};
@@ -15,6 +15,13 @@ use crate::{
     pod::PodSockets,
     proxy::copy,
 };
+
+/// Which pod calls which Service (by name), every two seconds.
+const CALLS: [((usize, usize), &str); 3] = [
+    ((1, 1), "details"),
+    ((1, 1), "reviews"),
+    ((2, 1), "ratings"),
+];
 
 /// (app, version, node, pod) placement of the sample services.
 const SERVICES: [(&str, &str, usize, usize); 6] = [
@@ -181,6 +188,21 @@ async fn serve(lab: &Lab, agents: &[Agent], options: &DemoOptions) -> Result<()>
         }
     });
 
+    // The calling pods get the resolv.conf a kubelet writes for namespace `default`; the
+    // nameserver is their node's address (the kernel steers the queries to the agent
+    // whatever it names).
+    for ((node, pod), _) in CALLS {
+        let search = [
+            "default.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local",
+        ];
+        lab.pod(node, pod).write_resolv_conf(
+            &[lab.node(node).pod_gateway().into()],
+            &search.map(String::from),
+            &["ndots:5"],
+        )?;
+    }
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let result = loop {
@@ -191,28 +213,12 @@ async fn serve(lab: &Lab, agents: &[Agent], options: &DemoOptions) -> Result<()>
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             break Ok(());
         }
-        // productpage calls details and reviews, reviews calls ratings: by Service VIP, as
-        // a client that resolved `details:9080` would; the agents pick the endpoints.
-        let dump = agents[0]
-            .agent
-            .client()
-            .config_dump()
-            .await
-            .unwrap_or_default();
-        let vip = |app: &str| {
-            dump["services"][format!("{app}.default.svc.cluster.local")]["vip"]
-                .as_str()
-                .map(str::to_string)
-        };
+        // productpage calls details and reviews, reviews calls ratings: by Service name,
+        // as Bookinfo's do; the agents answer the names and pick the endpoints.
         let mut answers = Vec::new();
-        for ((node, pod), to) in [
-            ((1, 1), "details"),
-            ((1, 1), "reviews"),
-            ((2, 1), "ratings"),
-        ] {
-            let Some(ip) = vip(to) else { continue };
-            let url = format!("http://{ip}:{APP_PORT}/{to}");
-            let mut cmd = lab.pod(node, pod).command("curl");
+        for ((node, pod), to) in CALLS {
+            let url = format!("http://{to}:{APP_PORT}/{to}");
+            let mut cmd = lab.pod(node, pod).command_with_etc("curl");
             cmd.args(["-s", "--max-time", "2", &url]);
             let out = tokio::task::spawn_blocking(move || cmd.output()).await;
             let answered = out
@@ -221,7 +227,7 @@ async fn serve(lab: &Lab, agents: &[Agent], options: &DemoOptions) -> Result<()>
                 .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
                 .and_then(|v| v["service"].as_str().map(str::to_string))
                 .unwrap_or_else(|| "(failed)".into());
-            answers.push(format!("{to} {ip} -> {answered}"));
+            answers.push(format!("{to} -> {answered}"));
         }
         println!("{}", answers.join("   "));
         for agent in agents {

@@ -22,6 +22,44 @@ struct Cli {
     command: Command,
 }
 
+/// The DNS proxy's flags.
+#[derive(clap::Args, Clone)]
+struct DnsArgs {
+    /// Upstream resolver for names the mesh does not own (repeatable, e.g.
+    /// 198.18.1.13:53). Default: the nameservers of --dns-resolv-conf.
+    #[arg(long = "dns-upstream")]
+    upstreams: Vec<SocketAddr>,
+    /// The node's resolv.conf, read for upstream resolvers when none is given.
+    #[arg(long = "dns-resolv-conf", default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Upstream answers the DNS cache keeps at most.
+    #[arg(long = "dns-cache-entries", default_value_t = 4096)]
+    cache_entries: usize,
+}
+
+impl DnsArgs {
+    fn config(self) -> mesh_agent::dns::DnsConfig {
+        let upstreams = if self.upstreams.is_empty() {
+            // A node without resolvers still gets the mesh's own names; the rest SERVFAIL.
+            mesh_agent::dns::DnsConfig::upstreams_from_resolv_conf(&self.resolv_conf)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(file = %self.resolv_conf.display(), error = %e, "no upstream DNS resolvers");
+                    Vec::new()
+                })
+        } else {
+            self.upstreams
+        };
+        mesh_agent::dns::DnsConfig {
+            upstreams,
+            cluster_domain: self.cluster_domain,
+            cache_entries: self.cache_entries,
+        }
+    }
+}
+
 /// Where one agent keeps its pins, state and API socket.
 #[derive(clap::Args, Clone)]
 struct AgentPaths {
@@ -94,6 +132,9 @@ enum Command {
         /// Istio's root namespace: mesh-wide PeerAuthentication and AuthorizationPolicy.
         #[arg(long, default_value = "istio-system")]
         root_namespace: String,
+        /// Boxed: the largest part of `Run`, which dwarfs the other commands.
+        #[command(flatten)]
+        dns: Box<DnsArgs>,
     },
     /// Remove an agent's pinned programs, maps and links, and its state.
     Uninstall {
@@ -228,6 +269,7 @@ async fn run(command: Command) -> Result<()> {
             trust_domain,
             cert_lifetime,
             root_namespace,
+            dns,
         } => {
             let config = AgentConfig {
                 name: paths.name.clone(),
@@ -241,6 +283,7 @@ async fn run(command: Command) -> Result<()> {
                 trust_domain,
                 cert_lifetime,
                 root_namespace,
+                dns: (*dns).config(),
             };
             run_agent(paths, config, cleanup, metrics_addr).await
         }

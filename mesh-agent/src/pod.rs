@@ -203,17 +203,29 @@ impl PodSockets {
 
     /// A new, unconnected TCP socket in the pod's namespace, ready for tokio.
     pub async fn tcp_socket(&self, for_addr: &SocketAddr) -> io::Result<tokio::net::TcpSocket> {
-        let domain = Domain::for_address(*for_addr);
-        let socket = self
-            .run(move || {
-                Socket::new(
-                    domain,
-                    Type::STREAM.nonblocking().cloexec(),
-                    Some(Protocol::TCP),
-                )
-            })
-            .await?;
+        let socket = self.socket(for_addr, Type::STREAM, Protocol::TCP).await?;
         Ok(tokio::net::TcpSocket::from_std_stream(socket.into()))
+    }
+
+    async fn socket(
+        &self,
+        for_addr: &SocketAddr,
+        kind: Type,
+        protocol: Protocol,
+    ) -> io::Result<Socket> {
+        let domain = Domain::for_address(*for_addr);
+        self.run(move || Socket::new(domain, kind.nonblocking().cloexec(), Some(protocol)))
+            .await
+    }
+
+    /// A UDP socket bound to `addr` in the pod's namespace, ready for tokio.
+    pub async fn udp_bind(&self, addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+        let socket = self.socket(&addr, Type::DGRAM, Protocol::UDP).await?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.bind(&addr.into())?;
+        tokio::net::UdpSocket::from_std(socket.into())
     }
 
     /// A listening socket in the pod's namespace (created on the helper thread).

@@ -18,6 +18,10 @@ pub const ADMIN_PORT: u16 = 15000;
 pub const METRICS_PORT: u16 = 15020;
 /// Readiness probe.
 pub const READINESS_PORT: u16 = 15021;
+/// The DNS proxy (UDP and TCP), inside each enrolled pod's network namespace (as ztunnel).
+pub const DNS_PORT: u16 = 15053;
+/// The port DNS clients send to; queries to it (any address) are steered to [`DNS_PORT`].
+pub const DNS_NAMESERVER_PORT: u16 = 53;
 
 /// `AF_INET`, as the kernel reports it in `bpf_sock_addr` / `bpf_sock_ops`.
 pub const FAMILY_INET: u16 = 2;
@@ -54,6 +58,12 @@ pub mod programs {
     pub const GETPEERNAME6: &str = "mesh_getpeername6";
     pub const SOCK_OPS: &str = "mesh_sock_ops";
     pub const SK_LOOKUP: &str = "mesh_sk_lookup";
+    /// DNS capture of unconnected UDP sockets: `sendto(<any>:53)` goes to the agent's
+    /// [`crate::DNS_PORT`], and the reply's source is reported as the nameserver asked.
+    pub const DNS_SENDMSG4: &str = "mesh_dns_sendmsg4";
+    pub const DNS_SENDMSG6: &str = "mesh_dns_sendmsg6";
+    pub const DNS_RECVMSG4: &str = "mesh_dns_recvmsg4";
+    pub const DNS_RECVMSG6: &str = "mesh_dns_recvmsg6";
 }
 
 /// Indexes into the [`maps::COUNTERS`] array, counted in the kernel.

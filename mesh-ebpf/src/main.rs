@@ -18,6 +18,7 @@
 //!   address, see the agent's `proxy/transparent.rs`), which makes the kernel report `lo`
 //!   as its ingress interface; a pod's own connection to its address reports the interface
 //!   that carries the address instead, hence the second rule.
+//! * DNS capture (`dns.rs`): port 53 to the agent's DNS proxy (15053) in the pod's namespace.
 #![no_std]
 #![no_main]
 
@@ -30,6 +31,8 @@ use aya_ebpf::{
     programs::{SkLookupContext, SockAddrContext, SockOpsContext},
 };
 use core::ptr::read_volatile;
+
+mod dns;
 
 use aya_log_ebpf::{debug, warn};
 use mesh_common::{
@@ -89,7 +92,9 @@ fn is_excluded(port: u16) -> bool {
 
 #[cgroup_sock_addr(connect4)]
 pub fn mesh_connect4(ctx: SockAddrContext) -> i32 {
-    try_connect4(&ctx);
+    if !dns::steer4(&ctx) {
+        try_connect4(&ctx);
+    }
     // Always allow the connect; only its destination may have been rewritten.
     1
 }
@@ -117,7 +122,9 @@ fn try_connect4(ctx: &SockAddrContext) {
 
 #[cgroup_sock_addr(connect6)]
 pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
-    try_connect6(&ctx);
+    if !dns::steer6(&ctx) {
+        try_connect6(&ctx);
+    }
     1
 }
 

@@ -28,7 +28,7 @@
 //! Interface names (`br0`, `eth0`, `n<k>`, `p<j>`) live inside the lab's own namespaces, so
 //! they are short and need no run id. In the host's namespace the lab creates only the
 //! namespace files (`/var/run/netns/mt<id>-*`), the cgroups, and optional
-//! `/etc/netns/mt<id>-*` hosts files.
+//! `/etc/netns/mt<id>-*` hosts and resolv.conf files.
 //!
 //! # Cgroups and "enrolled" pods
 //!
@@ -357,6 +357,16 @@ impl Drop for Lab {
     }
 }
 
+/// Writes a file under `/etc/netns/<name>/` via rename, so readers never see half of it.
+fn write_etc_netns_file(path: &Path, text: &str) -> io::Result<()> {
+    let dir = path.parent().expect("an /etc/netns file has a parent");
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{}.tmp", name.unwrap_or_default()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Per-namespace settings, written from a thread inside the namespace: `/proc/sys/net` shows
 /// the namespace of the *calling thread*.
 fn set_sysctls(router: bool) -> io::Result<()> {
@@ -624,15 +634,47 @@ impl Pod {
     /// `ip netns exec` does); [`Pod::command`] does not, on purpose (see `process.rs`). The
     /// directory is removed with the lab. Written via rename, so readers never see half.
     pub fn write_hosts(&self, entries: &[(IpAddr, Vec<String>)]) -> io::Result<()> {
-        let path = self.hosts_path();
-        let dir = path.parent().expect("hosts path has a parent");
-        std::fs::create_dir_all(dir)?;
         let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n");
         for (addr, names) in entries {
             text.push_str(&format!("{addr}\t{}\n", names.join(" ")));
         }
-        let tmp = dir.join(".hosts.tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, &path)
+        write_etc_netns_file(&self.hosts_path(), &text)
+    }
+
+    /// `/etc/netns/<netns name>/resolv.conf`.
+    pub fn resolv_conf_path(&self) -> PathBuf {
+        etc_netns_dir(&self.netns_name).join("resolv.conf")
+    }
+
+    /// Writes [`Pod::resolv_conf_path`] as the kubelet writes a pod's: the nameservers, the
+    /// search list and options (e.g. `ndots:5`). Seen by [`Pod::command_with_etc`], like
+    /// the hosts file.
+    pub fn write_resolv_conf(
+        &self,
+        nameservers: &[IpAddr],
+        search: &[String],
+        options: &[&str],
+    ) -> io::Result<()> {
+        let mut text = String::new();
+        for ns in nameservers {
+            text.push_str(&format!("nameserver {ns}\n"));
+        }
+        if !search.is_empty() {
+            text.push_str(&format!("search {}\n", search.join(" ")));
+        }
+        if !options.is_empty() {
+            text.push_str(&format!("options {}\n", options.join(" ")));
+        }
+        write_etc_netns_file(&self.resolv_conf_path(), &text)
+    }
+
+    /// As [`Pod::command`], and the program sees this pod's `/etc/netns/<netns name>/`
+    /// files (hosts, resolv.conf) over `/etc`, as an unmodified program in a real pod sees
+    /// its own: `ip netns exec` runs it, after the pod's cgroup was joined (so it is
+    /// captured). Its private mount namespace hides `/sys/fs/bpf`: fine for applications.
+    pub fn command_with_etc(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = self.command("ip");
+        cmd.args(["netns", "exec", &self.netns_name]).arg(program);
+        cmd
     }
 }

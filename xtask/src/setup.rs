@@ -26,7 +26,10 @@ const APT_PACKAGES: &[&str] = &[
     "tcpdump",        // captures on the lab bridge: what crosses between nodes
     "openssl",        // s_client: hostile TLS clients against HBONE (15008)
     "ca-certificates",
-    "gcc", // cc for crates with C parts
+    "dnsmasq-base",   // the upstream nameserver of the DNS tests (no system service)
+    "bind9-dnsutils", // dig: an unmodified DNS client (UDP and TCP) in the DNS tests
+    "python3",        // socket.getaddrinfo and the query burst in the DNS tests
+    "gcc",            // cc for crates with C parts
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

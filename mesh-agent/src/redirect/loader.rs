@@ -130,6 +130,8 @@ impl Redirector {
                 .map_err(program_err(name))?;
             sock_addr.push((name, program));
         }
+        // DNS capture rides along: attached, pinned and reported like the programs above.
+        sock_addr.extend(open_dns_programs(&mut ebpf, &dir, fresh || outdated)?);
         let sock_ops = SockOps::from_pin(prog_pin(&dir, programs::SOCK_OPS))
             .map_err(program_err(programs::SOCK_OPS))?;
         let sk_lookup = SkLookup::from_pin(prog_pin(&dir, programs::SK_LOOKUP))
@@ -358,6 +360,59 @@ impl OrigDstTable {
         let _ = map.remove(&key);
         origdst::socket_addr(&value.dst)
     }
+}
+
+/// The DNS capture programs (`cgroup/sendmsg4/6`, `cgroup/recvmsg4/6`): name, attach type.
+const DNS_PROGRAMS: [(&str, CgroupSockAddrAttachType); 4] = [
+    (
+        programs::DNS_SENDMSG4,
+        CgroupSockAddrAttachType::UDPSendMsg4,
+    ),
+    (
+        programs::DNS_SENDMSG6,
+        CgroupSockAddrAttachType::UDPSendMsg6,
+    ),
+    (
+        programs::DNS_RECVMSG4,
+        CgroupSockAddrAttachType::UDPRecvMsg4,
+    ),
+    (
+        programs::DNS_RECVMSG6,
+        CgroupSockAddrAttachType::UDPRecvMsg6,
+    ),
+];
+
+/// Opens the pinned DNS capture programs, loading and pinning those that are missing (or
+/// all of them when the other programs were loaded afresh, so they share the maps).
+fn open_dns_programs(
+    ebpf: &mut aya::Ebpf,
+    dir: &Path,
+    fresh: bool,
+) -> Result<Vec<(&'static str, CgroupSockAddr)>, RedirectError> {
+    let program_err = |name| move |source| RedirectError::Program { name, source };
+    let mut out = Vec::new();
+    for (name, attach_type) in DNS_PROGRAMS {
+        let path = prog_pin(dir, name);
+        if fresh || !path.exists() {
+            let program: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or(RedirectError::Program {
+                    name,
+                    source: aya::programs::ProgramError::UnexpectedProgramType,
+                })?
+                .try_into()
+                .map_err(program_err(name))?;
+            program.load().map_err(program_err(name))?;
+            let _ = std::fs::remove_file(&path);
+            program.pin(&path).map_err(|source| RedirectError::Pin {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let program = CgroupSockAddr::from_pin(&path, attach_type).map_err(program_err(name))?;
+        out.push((name, program));
+    }
+    Ok(out)
 }
 
 fn load_and_pin(ebpf: &mut aya::Ebpf, dir: &Path) -> Result<(), RedirectError> {

@@ -1,7 +1,12 @@
 //! Prometheus metrics with Istio's names and labels, so existing dashboards (Kiali,
 //! Grafana's Istio boards) read them: `istio_tcp_connections_opened_total`,
 //! `istio_tcp_connections_closed_total`, `istio_tcp_sent_bytes_total`,
-//! `istio_tcp_received_bytes_total`; plus the configuration store's health.
+//! `istio_tcp_received_bytes_total`; the DNS proxy's (ztunnel's names and labels:
+//! `istio_dns_requests_total`, `istio_dns_upstream_requests_total`,
+//! `istio_dns_upstream_failures_total`, plus `mesh_dns_cache_hits_total` and
+//! `mesh_dns_cache_entries`); plus the configuration store's health.
+use std::sync::Arc;
+
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -38,8 +43,60 @@ pub struct RefusedLabels {
     pub reason: &'static str,
 }
 
+/// Labels of the DNS counters (ztunnel's).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsLabels {
+    /// `a`, `aaaa`, `srv`, ...
+    pub request_query_type: String,
+    /// `udp` or `tcp`.
+    pub request_protocol: &'static str,
+    pub source_canonical_service: String,
+    pub source_canonical_revision: String,
+}
+
+/// The DNS proxy's counters.
+#[derive(Default)]
+pub struct DnsMetrics {
+    pub requests: Family<DnsLabels, Counter>,
+    pub upstream_requests: Family<DnsLabels, Counter>,
+    pub upstream_failures: Family<DnsLabels, Counter>,
+    pub cache_hits: Counter,
+    pub cache_entries: Gauge,
+}
+
+impl DnsMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "istio_dns_requests",
+            "DNS requests from enrolled pods",
+            self.requests.clone(),
+        );
+        registry.register(
+            "istio_dns_upstream_requests",
+            "DNS requests forwarded to an upstream resolver",
+            self.upstream_requests.clone(),
+        );
+        registry.register(
+            "istio_dns_upstream_failures",
+            "DNS requests no upstream resolver answered",
+            self.upstream_failures.clone(),
+        );
+        registry.register(
+            "mesh_dns_cache_hits",
+            "DNS requests answered from the cache of upstream answers",
+            self.cache_hits.clone(),
+        );
+        registry.register(
+            "mesh_dns_cache_entries",
+            "Upstream answers in the DNS cache",
+            self.cache_entries.clone(),
+        );
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub dns: Arc<DnsMetrics>,
     pub tcp_opened: Family<TcpLabels, Counter>,
     pub tcp_closed: Family<TcpLabels, Counter>,
     pub tcp_sent: Family<TcpLabels, Counter>,
@@ -102,8 +159,11 @@ impl Default for Metrics {
             "Configuration errors currently refused (0 when all input is valid)",
             config_invalid_inputs.clone(),
         );
+        let dns = Arc::new(DnsMetrics::default());
+        dns.register(&mut registry);
         Metrics {
             registry,
+            dns,
             tcp_opened,
             tcp_closed,
             tcp_sent,

@@ -348,6 +348,7 @@ fn build_services(objects: &[&LoadedObject], mesh: &MeshOptions, snap: &mut Snap
             namespace: ns,
             hostname: hostname.clone(),
             vip,
+            headless: is_headless(svc),
             ports,
             selector,
             endpoints: eps,
@@ -356,6 +357,11 @@ fn build_services(objects: &[&LoadedObject], mesh: &MeshOptions, snap: &mut Snap
         };
         snap.services.insert(hostname, Arc::new(info));
     }
+}
+
+/// `clusterIP: None` (Kubernetes' spelling of a headless Service).
+fn is_headless(s: &Service) -> bool {
+    s.spec.as_ref().and_then(|spec| spec.cluster_ip.as_deref()) == Some("None")
 }
 
 fn cluster_ip(s: &Service) -> Option<IpAddr> {

@@ -68,8 +68,11 @@ pub struct ServiceInfo {
     pub name: String,
     pub namespace: String,
     pub hostname: String,
-    /// The clusterIP, or an address allocated from 198.19.0.0/16.
+    /// The clusterIP, or an address allocated from 198.19.0.0/16 (also for a headless
+    /// Service, which the data path may still be handed).
     pub vip: IpAddr,
+    /// `clusterIP: None`: DNS answers with the endpoints' addresses, not the VIP.
+    pub headless: bool,
     pub ports: Vec<ServicePortInfo>,
     pub selector: BTreeMap<String, String>,
     pub endpoints: Vec<Endpoint>,

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
 
 use crate::{
-    ConnRateArgs, HoldArgs, PingpongArgs,
+    ConnRateArgs, DnsClientArgs, HoldArgs, PingpongArgs,
     stats::{mean_us, pct_us},
 };
 
@@ -192,5 +192,60 @@ pub fn hold(args: &HoldArgs) -> Result<()> {
     if let Err(e) = outcome {
         bail!("opened {} of {}: {e:#}", out["opened"], args.count);
     }
+    Ok(())
+}
+
+/// `mesh-bench dns-client`: sequential A queries on one connected UDP socket, each
+/// answered (NOERROR, at least one address, the query's id) before the next is sent.
+pub fn dns(args: &DnsClientArgs) -> Result<()> {
+    use hickory_proto::{
+        op::{Message, Query, ResponseCode},
+        rr::{Name, RecordType},
+    };
+    ensure!(args.count > 0, "--count must be at least 1");
+    let name = Name::from_ascii(&args.name).context("--name")?;
+    let bind: SocketAddr = if args.server.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(bind)?;
+    socket.connect(args.server)?;
+    socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut buf = vec![0u8; 4096];
+    let mut samples = Vec::with_capacity(args.count as usize);
+    for i in 0..args.warmup + args.count {
+        let mut query = Message::query();
+        query.metadata.recursion_desired = true;
+        query.add_query(Query::query(name.clone(), RecordType::A));
+        let wire = query.to_vec()?;
+        let start = Instant::now();
+        socket.send(&wire)?;
+        let n = socket
+            .recv(&mut buf)
+            .with_context(|| format!("answer {i} from {}", args.server))?;
+        let elapsed = start.elapsed();
+        let answer = Message::from_vec(&buf[..n]).context("parsing an answer")?;
+        ensure!(
+            answer.metadata.id == query.metadata.id
+                && answer.metadata.response_code == ResponseCode::NoError
+                && !answer.answers.is_empty(),
+            "answer {i} is not an address for {}: {answer:?}",
+            args.name
+        );
+        if i >= args.warmup {
+            samples.push(elapsed.as_nanos() as u64);
+        }
+    }
+    samples.sort_unstable();
+    let out = json!({
+        "server": args.server.to_string(),
+        "name": args.name,
+        "count": samples.len(),
+        "p50_us": pct_us(&samples, 0.50),
+        "p99_us": pct_us(&samples, 0.99),
+        "mean_us": mean_us(&samples),
+    });
+    println!("{out}");
     Ok(())
 }

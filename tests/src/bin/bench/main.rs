@@ -6,7 +6,8 @@
 //! Rows: iperf3 throughput (1 and 4 streams), 1 KB ping-pong round trips (p50/p99), new
 //! connections per second (connect, 1 KB echo, close), h2load requests (when installed),
 //! the time to open many held connections, and the agents' resident memory idle and while
-//! they carry 1,000 and 10,000 open connections.
+//! they carry 1,000 and 10,000 open connections; DNS query latency, through the agent's
+//! DNS proxy versus asking the nameserver (dnsmasq in pod n2p2) directly.
 //!
 //! Method: one lab (2 nodes x 4 pods), separate pods per column (see `pods.rs`); every
 //! measurement runs DIRECT then MESH back to back, so background load on the 2 cores hits
@@ -17,6 +18,7 @@
 //! The subcommands are the bench's own clients; it starts them inside the client pod's
 //! cgroup and namespace, so their connects are what the eBPF programs capture.
 mod clients;
+mod dns;
 mod measure;
 mod memory;
 mod netstat;
@@ -59,6 +61,10 @@ enum Mode {
     /// prints one JSON line when all are open and keeps them until stdin closes.
     #[command(name = "hold-client")]
     Hold(HoldArgs),
+    /// DNS client: COUNT sequential A queries for NAME to SERVER over one connected UDP
+    /// socket (as glibc asks); prints p50/p99/mean in microseconds as JSON.
+    #[command(name = "dns-client")]
+    Dns(DnsClientArgs),
 }
 
 #[derive(Args, Clone)]
@@ -106,6 +112,8 @@ pub enum Only {
     ConnRate,
     /// Agent memory, idle and with many open connections.
     Memory,
+    /// DNS query latency: through the agent's DNS proxy vs the nameserver directly.
+    Dns,
 }
 
 #[derive(Args, Clone)]
@@ -154,12 +162,26 @@ pub struct HoldArgs {
     pub timeout_secs: u64,
 }
 
+#[derive(Args, Clone)]
+pub struct DnsClientArgs {
+    /// The nameserver asked (in MESH the kernel steers the query to the agent).
+    #[arg(long)]
+    pub server: SocketAddr,
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value_t = 2000)]
+    pub count: u64,
+    #[arg(long, default_value_t = 100)]
+    pub warmup: u64,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.mode {
         Some(Mode::Pingpong(args)) => clients::pingpong(&args),
         Some(Mode::ConnRate(args)) => clients::conn_rate(&args),
         Some(Mode::Hold(args)) => clients::hold(&args),
+        Some(Mode::Dns(args)) => clients::dns(&args),
         None => run::bench(&cli.bench),
     }
 }

@@ -176,3 +176,24 @@ fn duration_us(s: &str) -> Option<f64> {
     };
     num.parse::<f64>().ok().map(|x| x * scale)
 }
+
+/// `mesh-bench dns-client` in `client` asking `server` for `name`: its JSON (p50_us, ...).
+pub fn dns(
+    mesh: &mesh_tests::Mesh,
+    client: PodId,
+    server: std::net::SocketAddr,
+    name: &str,
+    args: &BenchArgs,
+) -> Result<Value> {
+    let cargs = strings(&[
+        "dns-client",
+        "--server",
+        &server.to_string(),
+        "--name",
+        name,
+        "--count",
+        &args.count.to_string(),
+    ]);
+    let timeout = Duration::from_secs(30) + Duration::from_millis(10) * args.count as u32;
+    run_client(mesh, client, &cargs, timeout)
+}

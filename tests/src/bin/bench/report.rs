@@ -30,6 +30,9 @@ pub enum Metric {
     HttpMean,
     /// Milliseconds to open this many held connections (each echoed once).
     HoldOpen(u64),
+    /// One DNS query for an upstream name (MESH: through the agent and its cache).
+    DnsP50,
+    DnsP99,
 }
 
 /// How a MESH value is set against its DIRECT one.
@@ -58,6 +61,8 @@ impl Metric {
             Metric::HttpRps => "HTTP/1.1 req/s (h2load, 1 connection)".into(),
             Metric::HttpMean => "HTTP/1.1 mean request time (h2load)".into(),
             Metric::HoldOpen(n) => format!("time to open {} held connections", thousands(n)),
+            Metric::DnsP50 => "DNS query (A, upstream name), p50".into(),
+            Metric::DnsP99 => "DNS query (A, upstream name), p99".into(),
         }
     }
 

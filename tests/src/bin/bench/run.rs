@@ -6,7 +6,7 @@ use mesh_tests::Mesh;
 use serde_json::Value;
 
 use crate::{
-    BenchArgs, Only, measure,
+    BenchArgs, Only, dns, measure,
     memory::{self, Memory},
     pods::{self, CASES, Case, ECHO_PORT, HTTP_PORT, IPERF_BASE_PORT, Variant, name},
     report::{self, Header, Metric, Table},
@@ -50,7 +50,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     println!("mesh-bench");
     header.print();
     println!();
-    let mesh = Mesh::start(2, 4).context("starting the lab and its agents")?;
+    let mesh = Mesh::start_with_args(2, 4, &["--dns-upstream", dns::UPSTREAM])
+        .context("starting the lab and its agents")?;
     println!("lab {}", mesh.lab.id());
     mesh.enroll_workloads(&pods::mesh_workloads())
         .context("enrolling the MESH pods as mesh workloads")?;
@@ -61,11 +62,14 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     }
     let needs_echo =
         args.wants(Only::Latency) || args.wants(Only::ConnRate) || args.wants(Only::Memory);
-    let servers = if needs_echo {
+    let mut servers = if needs_echo {
         pods::start_servers(&mesh, http)?
     } else {
         Vec::new()
     };
+    if args.wants(Only::Dns) {
+        servers.push(dns::start_nameserver(&mesh)?);
+    }
 
     let mut bench = Bench {
         mesh: &mesh,
@@ -93,6 +97,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             if args.wants(Only::ConnRate) {
                 bench.conn_rate(ci, *case);
             }
+        }
+        if args.wants(Only::Dns) {
+            bench.dns();
         }
     }
     if args.wants(Only::Memory) {
@@ -271,6 +278,55 @@ impl Bench<'_> {
                 .push(ci, Metric::ConnRate, v, field(&r, "conn_per_s"));
             self.table.push(ci, Metric::ConnP50, v, field(&r, "p50_us"));
             self.table.push(ci, Metric::ConnP99, v, field(&r, "p99_us"));
+        }
+    }
+}
+
+impl Bench<'_> {
+    /// DNS query latency, filed under the cross-node case (the nameserver is on node 2):
+    /// DIRECT asks it from n1p1; MESH asks the same address from n1p3, which the kernel
+    /// steers to node 1's agent. The agent's request counter must have grown by every
+    /// MESH query and by none of the DIRECT ones, or the row is not what it says.
+    fn dns(&mut self) {
+        let (mesh, args) = (self.mesh, self.args);
+        let server: std::net::SocketAddr = match dns::UPSTREAM.parse() {
+            Ok(s) => s,
+            Err(e) => {
+                self.warnings.push(format!("dns: {e}"));
+                return;
+            }
+        };
+        let case = pods::CASES[pods::CROSS];
+        for v in Variant::BOTH {
+            let (client, _) = v.pair(case);
+            let before = dns::answered(mesh, 1).unwrap_or(f64::NAN);
+            let r = cell(measure::dns(mesh, client, server, dns::NAME, args));
+            let after = dns::answered(mesh, 1).unwrap_or(f64::NAN);
+            let shown = r.as_ref().map(|j| {
+                format!(
+                    "p50 {} p99 {} mean {}",
+                    us(&j["p50_us"]),
+                    us(&j["p99_us"]),
+                    us(&j["mean_us"])
+                )
+            });
+            line(case, v, "dns", shown);
+            let through_agent = after - before;
+            let expected = match v {
+                Variant::Direct => through_agent == 0.0,
+                // The client's warm-up queries count too.
+                Variant::Mesh => through_agent >= args.count as f64,
+            };
+            if r.is_ok() && !expected {
+                self.warnings.push(format!(
+                    "dns {}: the agent answered {through_agent} queries during the run",
+                    v.label()
+                ));
+            }
+            self.table
+                .push(pods::CROSS, Metric::DnsP50, v, field(&r, "p50_us"));
+            self.table
+                .push(pods::CROSS, Metric::DnsP99, v, field(&r, "p99_us"));
         }
     }
 }
