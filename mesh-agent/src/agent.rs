@@ -193,9 +193,20 @@ impl Agent {
         };
         let ca = CertificateAuthority::load_or_create(&config.ca_dir, &config.trust_domain)
             .with_context(|| format!("loading the mesh CA from {}", config.ca_dir.display()))?;
+        let stats = Arc::new(ConnectionStats::default());
+        let dns = Arc::new(NodeDns {
+            config: config_store.clone(),
+            cluster_domain: config.dns.cluster_domain.clone(),
+            forwarder: crate::dns::upstream::Forwarder::new(
+                config.dns.upstreams.clone(),
+                config.dns.cache_entries,
+            ),
+            metrics: stats.metrics.dns.clone(),
+        });
         let node = Arc::new(NodeProxy {
             orig_dst: redirector.orig_dst_table(),
-            stats: Arc::new(ConnectionStats::default()),
+            stats,
+            dns: dns.clone(),
             config: config_store,
             balancer: Default::default(),
             certs: Arc::new(CertManager::new(Arc::new(ca), config.cert_lifetime)),
@@ -214,15 +225,6 @@ impl Agent {
                 };
                 node.pool.sweep();
             }
-        });
-        let dns = Arc::new(NodeDns {
-            config: node.config.clone(),
-            cluster_domain: config.dns.cluster_domain.clone(),
-            forwarder: crate::dns::upstream::Forwarder::new(
-                config.dns.upstreams.clone(),
-                config.dns.cache_entries,
-            ),
-            metrics: node.stats.metrics.dns.clone(),
         });
         tracing::info!(upstreams = ?config.dns.upstreams, domain = %config.dns.cluster_domain, "DNS proxy");
         let agent = Arc::new(Agent {

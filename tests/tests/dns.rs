@@ -107,6 +107,10 @@ impl DnsLab {
         .arg(format!(
             "--host-record=api.weixin.qq.com,{WEIXIN_UPSTREAM_IP}"
         ))
+        .arg(format!(
+            "--host-record=shop.lab.test,{}",
+            mesh.pod(1, OUTSIDER).ip()
+        ))
         .arg(format!("--log-facility={}", dnsmasq_log.display()))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
@@ -695,5 +699,68 @@ fn names_fail_closed_while_the_agent_is_down_and_come_back_with_it() -> Result<(
             .iter()
             .any(|l| l.ends_with(&format!("from {node}")))
     );
+    Ok(())
+}
+
+const SHOP_ENTRY: &str = r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: shop, namespace: default}
+spec:
+  hosts: [shop.lab.test]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+"#;
+
+/// Egress: an enrolled pod calls a ServiceEntry host (resolution DNS, outside the mesh) by
+/// name; the name resolves to the entry's VIP, the agent resolves the host through the
+/// node's nameserver when the connection comes, reaches the server outside the mesh, and
+/// counts the connection as going to the entry's host. A port the entry does not list is
+/// refused.
+#[test]
+fn a_service_entry_host_is_reached_and_counted_as_that_host() -> Result<()> {
+    let lab = DnsLab::start()?;
+    let _shop = lab.mesh.serve_in_pod(
+        1,
+        OUTSIDER,
+        &["http", "--listen", "0.0.0.0:8080", "--name", "shop"],
+        8080,
+    )?;
+    lab.mesh.apply_all("shop.yaml", SHOP_ENTRY)?;
+    let outside = lab.mesh.pod(1, OUTSIDER).ip().to_string();
+    let vip = lab.getent(CLIENT, "shop.lab.test")?;
+    assert_ne!(
+        vip, outside,
+        "the pod sees the entry's VIP, not the host's address"
+    );
+    let body = lab.stdout_of(
+        CLIENT,
+        "curl",
+        &["-sS", "--max-time", "5", "http://shop.lab.test:8080/"],
+    )?;
+    assert!(body.contains(r#""service":"shop""#), "{body}");
+    let metrics = lab.mesh.metrics(1)?;
+    let counted = mesh_tests::counter(
+        &metrics,
+        "istio_tcp_connections_opened_total",
+        &[("destination_service", "shop.lab.test")],
+    );
+    assert!(counted >= 1, "not counted as shop.lab.test:\n{metrics}");
+    let refused = lab.run(
+        CLIENT,
+        "curl",
+        &["-sS", "--max-time", "5", "http://shop.lab.test:9999/"],
+    )?;
+    assert!(
+        !refused.status.success(),
+        "a port the entry does not list went through"
+    );
+    let metrics = lab.mesh.metrics(1)?;
+    let refused = mesh_tests::counter(
+        &metrics,
+        "mesh_connections_refused_total",
+        &[("reason", "port_not_in_service")],
+    );
+    assert!(refused >= 1, "{metrics}");
     Ok(())
 }

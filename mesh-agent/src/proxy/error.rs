@@ -22,6 +22,8 @@ pub enum ProxyError {
         name: String,
         endpoint: std::net::IpAddr,
     },
+    #[error("resolving {name}: {reason}")]
+    Resolve { name: String, reason: String },
     #[error("connect {target}: {source}")]
     Connect {
         target: SocketAddr,
@@ -66,6 +68,7 @@ impl ProxyError {
             ProxyError::PortNotInService { .. } => "port_not_in_service",
             ProxyError::NoEndpoint { .. } => "no_endpoint",
             ProxyError::NoTargetPort { .. } => "no_target_port",
+            ProxyError::Resolve { .. } => "dns_failed",
             ProxyError::Connect { source, .. } => match source.kind() {
                 io::ErrorKind::ConnectionRefused => "connect_refused",
                 io::ErrorKind::TimedOut => "connect_timeout",
@@ -96,6 +99,7 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::NotThisPod(_) => "NR",
             ProxyError::NoEndpoint { .. } => "UH",
+            ProxyError::Resolve { .. } => "DF",
             ProxyError::Connect { .. }
             | ProxyError::Tls { .. }
             | ProxyError::WrongIdentity { .. }

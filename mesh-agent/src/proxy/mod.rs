@@ -8,6 +8,7 @@
 //! * `lb`: which endpoint of a Service; `copy`: plaintext splice copy; `error`: what can
 //!   go wrong, typed.
 pub mod copy;
+pub mod egress;
 pub mod error;
 pub mod hbone;
 pub mod inbound;
@@ -35,6 +36,8 @@ use error::ProxyError;
 pub struct NodeProxy {
     pub orig_dst: Arc<OrigDstTable>,
     pub stats: Arc<ConnectionStats>,
+    /// The node's resolvers (with the DNS proxy's cache): egress resolves names there.
+    pub dns: Arc<crate::dns::NodeDns>,
     /// The mesh configuration; each new connection reads the current snapshot.
     pub config: Arc<mesh_config::ConfigStore>,
     /// Spreads connections over each Service's endpoints.

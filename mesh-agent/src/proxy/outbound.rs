@@ -123,6 +123,28 @@ async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
     }
     guard.set_destination(original);
     let snapshot = node.config.snapshot();
+    if let Some((entry, port)) = super::egress::entry_for(&snapshot, original) {
+        let host = entry.hosts.first().cloned().unwrap_or_default();
+        guard.set_upstream(Some(host.clone()), original);
+        let position = node.balancer.next(&host);
+        let target = match super::egress::plan(entry, port, original, position) {
+            Ok(plan) => match plan.to {
+                super::egress::EgressTarget::Address(target) => Ok(target),
+                super::egress::EgressTarget::Name(name, port) => {
+                    super::egress::resolve(&node.dns, &name, port).await
+                }
+            },
+            Err(e) => Err(e),
+        };
+        let upstream = match target {
+            Ok(target) => {
+                guard.set_upstream(Some(host), target);
+                super::connect_in_pod(&pod, target).await
+            }
+            Err(e) => Err(e),
+        };
+        return super::forward(client, upstream, guard).await;
+    }
     // A Service endpoint that cannot be reached is ejected and the next one tried, within
     // MAX_ATTEMPTS; the client sees one connection either way.
     let mut tried = Vec::new();
