@@ -16,6 +16,7 @@ use mesh_config::{ConfigStore, DirSource, KubeSource, store::StoreStatus};
 
 use crate::{
     dns::{NodeDns, PodDns, server::DnsListeners},
+    enrollment,
     pod::{PodKey, PodSockets, PodSpec, PodSpecError},
     proxy::{
         NodeProxy, PodProxy, inbound, inbound_passthrough, local::LocalPods, outbound, transparent,
@@ -101,6 +102,41 @@ impl Drop for EnrolledPod {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+/// The kernel side of one pod's enrollment (see `enrollment.rs`).
+struct PodKernel<'a> {
+    redirector: &'a mut Redirector,
+    in_v4: &'a tokio::net::TcpListener,
+    in_v6: Option<&'a tokio::net::TcpListener>,
+    pin_name: &'a str,
+    spec: &'a PodSpec,
+}
+
+impl enrollment::Kernel for PodKernel<'_> {
+    type Error = RedirectError;
+
+    fn steer(&mut self, ip: IpAddr) -> Result<(), RedirectError> {
+        // The plan steers IPv6 addresses only when the IPv6 listener exists.
+        let listener = match (ip, self.in_v6) {
+            (IpAddr::V6(_), Some(v6)) => v6,
+            _ => self.in_v4,
+        };
+        self.redirector.steer_inbound(ip, listener)
+    }
+
+    fn unsteer(&mut self, ip: IpAddr) {
+        self.redirector.unsteer_inbound(ip);
+    }
+
+    fn attach(&mut self) -> Result<(), RedirectError> {
+        self.redirector
+            .attach_pod(self.pin_name, &self.spec.cgroup, &self.spec.netns)
+    }
+
+    fn detach(&mut self) {
+        let _ = self.redirector.detach_pod(self.pin_name);
     }
 }
 
@@ -431,36 +467,23 @@ impl Agent {
             .map_err(io("in-pod routing for delivery as the client"))?;
 
         let mut redirector = self.redirector.lock().await;
-        let kernel = |source| EnrollError::Kernel {
+        let pin_name = key.file_name();
+        let steps = enrollment::plan(
+            &spec.ips,
+            in_v6.is_some(),
+            redirector.is_attached(&pin_name),
+        );
+        let mut kernel = PodKernel {
+            redirector: &mut redirector,
+            in_v4: &in_v4,
+            in_v6: in_v6.as_ref(),
+            pin_name: &pin_name,
+            spec,
+        };
+        enrollment::apply(&mut kernel, &steps).map_err(|source| EnrollError::Kernel {
             pod: key.clone(),
             source: Box::new(source),
-        };
-        let mut steered = Vec::new();
-        let mut result = Ok(());
-        for ip in &spec.ips {
-            let listener = match (ip, &in_v6) {
-                (IpAddr::V4(_), _) => &in_v4,
-                (IpAddr::V6(_), Some(v6)) => v6,
-                (IpAddr::V6(_), None) => continue,
-            };
-            if let Err(e) = redirector.steer_inbound(*ip, listener) {
-                result = Err(kernel(e));
-                break;
-            }
-            steered.push(*ip);
-        }
-        let pin_name = key.file_name();
-        if result.is_ok() && !redirector.is_attached(&pin_name) {
-            result = redirector
-                .attach_pod(&pin_name, &spec.cgroup, &spec.netns)
-                .map_err(kernel);
-        }
-        if let Err(e) = result {
-            for ip in steered {
-                redirector.unsteer_inbound(ip);
-            }
-            return Err(e);
-        }
+        })?;
         drop(redirector);
 
         let proxy = Arc::new(PodProxy {

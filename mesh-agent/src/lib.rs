@@ -7,6 +7,7 @@ pub mod api;
 pub mod app;
 pub mod demo;
 pub mod dns;
+pub mod enrollment;
 pub mod launch;
 pub mod pod;
 pub mod proxy;
