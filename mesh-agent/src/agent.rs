@@ -602,6 +602,11 @@ impl Agent {
         }
     }
 
+    /// The agent's metrics (the API and accept loops count their refusals here).
+    pub fn metrics(&self) -> &crate::telemetry::metrics::Metrics {
+        &self.node.stats.metrics
+    }
+
     /// Prometheus text exposition of the agent's metrics.
     pub fn metrics_text(&self) -> String {
         self.node.stats.metrics.render(&self.node.config)

@@ -2,6 +2,7 @@
 //! the integration tests drive the same code.
 #![deny(unsafe_code)]
 
+pub mod accept;
 pub mod agent;
 pub mod api;
 pub mod app;

@@ -46,7 +46,8 @@ pub mod maps {
     /// without a listener in `INBOUND_LISTENERS` (the agent is down) is dropped, not
     /// delivered around the mesh: inbound fails closed, like outbound.
     pub const ENROLLED_ADDRS: &str = "MESH_ENROLLED";
-    /// `Array<u32, u64>` of counters (see [`crate::counters`]).
+    /// `PerCpuArray<u32, u64>` of counters (see [`crate::counters`]): one value per CPU,
+    /// summed by the agent.
     pub const COUNTERS: &str = "MESH_COUNTERS";
 }
 

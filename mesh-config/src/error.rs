@@ -65,6 +65,34 @@ pub enum ErrorKind {
     Decode(String),
     #[error("{0}")]
     Invalid(String),
+    /// The input is over one of its budgets (see `yaml::limits`); none of it was used.
+    #[error("refused: over the {limit} limit of {max}{}", limit_unit(*limit))]
+    LimitExceeded {
+        limit: crate::yaml::limits::Limit,
+        max: usize,
+    },
+}
+
+fn limit_unit(limit: crate::yaml::limits::Limit) -> &'static str {
+    use crate::yaml::limits::Limit;
+    match limit {
+        Limit::InputBytes => " bytes",
+        Limit::Documents => " documents",
+        Limit::Depth => " levels of nesting",
+        Limit::Nodes => " nodes (after alias expansion)",
+        Limit::AliasedNodes => " nodes copied by aliases",
+        Limit::ExpandedBytes => " bytes of scalars (after alias expansion)",
+    }
+}
+
+impl ErrorKind {
+    /// The budget this error is about, if it is a refusal over one.
+    pub fn limit(&self) -> Option<crate::yaml::limits::Limit> {
+        match self {
+            ErrorKind::LimitExceeded { limit, .. } => Some(*limit),
+            _ => None,
+        }
+    }
 }
 
 /// One configuration error.

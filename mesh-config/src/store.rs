@@ -8,6 +8,9 @@
 //! change, and nothing already holding a snapshot is disturbed. A change touching only
 //! Endpoints/EndpointSlices is applied incrementally: the affected Services' endpoints are
 //! recomputed and the rest of the snapshot is shared.
+//!
+//! Inputs refused for being over a budget (`yaml::limits`) are counted per limit as well,
+//! including those refused before reaching the store ([`ConfigStore::reject`]: the API).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +23,7 @@ use serde::Serialize;
 use crate::error::{ConfigError, ConfigErrors, ConfigWarning};
 use crate::object::{Kind, LoadedObject, Object};
 use crate::snapshot::{BuildError, BuildOptions, Snapshot};
+use crate::yaml::limits::Limit;
 
 /// What happened to one unit (a file, an API object) of a source.
 #[derive(Debug, Clone)]
@@ -76,6 +80,9 @@ pub struct StoreStatus {
     pub generation: u64,
     /// Updates refused since start.
     pub errors_total: u64,
+    /// Inputs refused for being over a budget since start, by limit (`input_bytes`,
+    /// `documents`, `depth`, `nodes`, `expanded_bytes`); every limit is listed.
+    pub limits_exceeded: BTreeMap<String, u64>,
     /// The errors of the inputs that are currently refused (empty when all is well).
     pub last_errors: Vec<ConfigError>,
     pub warnings: Vec<ConfigWarning>,
@@ -102,6 +109,8 @@ pub struct ConfigStore {
     opts: BuildOptions,
     generation: AtomicU64,
     errors_total: AtomicU64,
+    /// Indexed by [`Limit::index`].
+    limits_exceeded: [AtomicU64; Limit::ALL.len()],
     changed: tokio::sync::watch::Sender<u64>,
 }
 
@@ -119,6 +128,7 @@ impl ConfigStore {
             opts,
             generation: AtomicU64::new(0),
             errors_total: AtomicU64::new(0),
+            limits_exceeded: Default::default(),
             changed: tokio::sync::watch::channel(0).0,
         }
     }
@@ -146,6 +156,13 @@ impl ConfigStore {
         StoreStatus {
             generation: self.generation(),
             errors_total: self.errors_total(),
+            limits_exceeded: Limit::ALL
+                .iter()
+                .map(|l| {
+                    let n = self.limits_exceeded[l.index()].load(Ordering::Relaxed);
+                    (l.as_str().to_string(), n)
+                })
+                .collect(),
             last_errors: inner.failing.values().flatten().cloned().collect(),
             warnings: inner.warnings.clone(),
             last_update: inner.last_update,
@@ -287,10 +304,21 @@ impl ConfigStore {
         }
     }
 
-    /// Counts and logs a refused update.
+    /// Counts and logs input refused before it reached the store (a request body that did
+    /// not load): the snapshot and the units are untouched.
+    pub fn reject(&self, errors: &[ConfigError]) {
+        if !errors.is_empty() {
+            self.refused(errors);
+        }
+    }
+
+    /// Counts and logs a refused update (and each budget it was over).
     fn refused<'a>(&self, errors: impl IntoIterator<Item = &'a ConfigError>) {
         self.errors_total.fetch_add(1, Ordering::Relaxed);
         for e in errors {
+            if let Some(limit) = e.kind.limit() {
+                self.limits_exceeded[limit.index()].fetch_add(1, Ordering::Relaxed);
+            }
             tracing::error!("config rejected, keeping the last good version: {e}");
         }
     }

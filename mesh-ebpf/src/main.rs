@@ -27,7 +27,7 @@ use aya_ebpf::{
     bindings::{BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, sk_action},
     helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::{cgroup_sock_addr, map, sk_lookup, sock_ops},
-    maps::{Array, HashMap, LruHashMap, SockHash},
+    maps::{HashMap, LruHashMap, PerCpuArray, SockHash},
     programs::{SkLookupContext, SockAddrContext, SockOpsContext},
 };
 use core::ptr::read_volatile;
@@ -72,14 +72,16 @@ static INBOUND_LISTENERS: SockHash<InboundKey> = SockHash::pinned(4096, 0);
 #[map(name = "MESH_ENROLLED")]
 static ENROLLED_ADDRS: HashMap<InboundKey, u8> = HashMap::pinned(4096, 0);
 
+/// Per-CPU, so programs running on several CPUs at once never share (and lose) a count;
+/// the agent sums the CPUs' values. (The BPF target has no atomic add in `core`.)
 #[map(name = "MESH_COUNTERS")]
-static COUNTERS: Array<u64> = Array::pinned(counters::LEN, 0);
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counters::LEN, 0);
 
 #[inline(always)]
 fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: the pointer comes from a successful lookup of an array element, valid for
-        // the program's run; a racy increment only loses a count.
+        // SAFETY: the pointer is this CPU's element of the array, from a successful lookup,
+        // valid for the program's run; programs do not migrate between CPUs while running.
         unsafe { *slot += 1 };
     }
 }

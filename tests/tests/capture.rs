@@ -496,3 +496,55 @@ fn a_new_build_replaces_the_pinned_programs_in_place() -> Result<()> {
     assert_eq!(outcome["intact"], true);
     Ok(())
 }
+
+/// The kernel counters are per CPU and summed by the agent: two clients connecting at
+/// the same time (one curl process per CPU, 200 connections each) are each counted once,
+/// `redirected` and `handed_over` alike, with nothing lost to a racing increment.
+#[test]
+fn kernel_counters_count_every_concurrent_connect_exactly() -> Result<()> {
+    let mesh = Mesh::start(1, 2)?;
+    mesh.enroll(1, 1)?;
+    let _http = mesh.serve_in_pod(
+        1,
+        2,
+        &["http", "--listen", "0.0.0.0:8080", "--name", "web"],
+        8080,
+    )?;
+    let before = mesh.status(1)?;
+    // One connection per request (`Connection: close`); `%{num_connects}` says how many
+    // each transfer opened, so the expected count does not depend on curl's reuse.
+    let url = format!("http://{}:8080/c[1-200]", mesh.pod(1, 2).ip());
+    let clients: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            mesh.pod(1, 1)
+                .command("curl")
+                .args(["-s", "-o", "/dev/null", "--max-time", "60"])
+                .args(["-H", "Connection: close", "-w", "%{num_connects}\n", &url])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+        })
+        .collect::<Result<_, _>>()?;
+    let mut connects = 0;
+    for client in clients {
+        let out = client.wait_with_output()?;
+        anyhow::ensure!(out.status.success(), "curl failed");
+        connects += String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    assert!(connects >= 400, "curl made {connects} connections");
+    let count = |s: &serde_json::Value, key: &str| s["kernel"][key].as_u64().unwrap_or(0);
+    let after = eventually(&mesh, 1, "every connection handed over", |s| {
+        count(s, "handed_over") >= count(&before, "handed_over") + connects
+    })?;
+    assert_eq!(
+        count(&after, "redirected") - count(&before, "redirected"),
+        connects
+    );
+    assert_eq!(
+        count(&after, "handed_over") - count(&before, "handed_over"),
+        connects
+    );
+    Ok(())
+}

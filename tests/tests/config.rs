@@ -327,3 +327,86 @@ fn editing_endpoints_swaps_routing_for_new_connections_only() -> Result<()> {
     drop(guard);
     Ok(())
 }
+
+/// A "billion laughs" alias bomb (593 bytes, ~4e8 nodes expanded) posted to the API and
+/// dropped into the watched directory: both refused with an error naming the file and the
+/// `aliased_nodes` limit, counted per limit, the previous configuration keeps serving, and the
+/// agent's peak memory stays small.
+#[test]
+fn alias_bomb_is_refused_over_the_api_and_from_the_config_dir_with_bounded_memory() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("mesh-test-bomb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let guard = RemoveDir(dir.clone());
+    std::fs::copy(
+        fixtures().join("istio-bookinfo/bookinfo.yaml"),
+        dir.join("bookinfo.yaml"),
+    )?;
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let mesh = Mesh::start_with_args(1, 1, &["--config-dir", &dir_arg])?;
+    let pid = mesh.agent_pid(1).expect("agent running");
+    let dump_before = mesh.block_on(mesh.client(1).config_dump())?;
+    assert!(
+        dump_before
+            .to_string()
+            .contains("reviews.default.svc.cluster.local"),
+        "bookinfo not loaded: {dump_before}"
+    );
+    let generation = mesh.status(1)?["config"]["generation"].clone();
+    let peak_before = peak_rss_kib(pid)?;
+
+    let bomb = std::fs::read(fixtures().join("hostile/billion-laughs.yaml"))?;
+    let err = mesh
+        .block_on(mesh.client(1).apply_config("bomb.yaml", bomb.clone()))
+        .expect_err("the bomb was accepted");
+    let text = err.to_string();
+    assert!(text.contains("answered 400"), "{text}");
+    assert!(
+        text.contains("bomb.yaml") && text.contains("aliased_nodes limit of 100000"),
+        "{text}"
+    );
+
+    // Dropped into the watched directory: the file's unit is refused, the rest stays.
+    write(&dir.join("bomb.yaml"), &String::from_utf8(bomb)?)?;
+    let status = eventually(&mesh, 1, "the bomb file to be refused", |s| {
+        s["config"]["last_errors"]
+            .to_string()
+            .contains("aliased_nodes")
+    })?;
+    assert!(
+        status["config"]["last_errors"]
+            .to_string()
+            .contains("bomb.yaml"),
+        "{}",
+        status["config"]
+    );
+    assert_eq!(status["config"]["generation"], generation);
+    assert_eq!(status["config"]["limits_exceeded"]["aliased_nodes"], 2);
+
+    // Still serving the configuration it had, and answering.
+    assert_eq!(mesh.block_on(mesh.client(1).config_dump())?, dump_before);
+    let metrics = mesh.metrics(1)?;
+    assert!(
+        metrics.contains("mesh_config_limits_exceeded_total{limit=\"aliased_nodes\"} 2"),
+        "{metrics}"
+    );
+    // Expanded, the bomb is tens of GB; refused, it costs the agent a few tens of MB.
+    let peak_after = peak_rss_kib(pid)?;
+    assert!(
+        peak_after < peak_before + 64 * 1024,
+        "agent peak RSS grew from {peak_before} KiB to {peak_after} KiB"
+    );
+    eprintln!("agent peak RSS: {peak_before} KiB before, {peak_after} KiB after two bombs");
+    drop(mesh);
+    drop(guard);
+    Ok(())
+}
+
+/// A process's peak resident memory (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM for pid {pid}"))
+}

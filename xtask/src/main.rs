@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask <task>`. See the README for the two commands that matter.
 mod ebpf;
+mod fuzz;
 mod setup;
 mod test;
 
@@ -33,6 +34,14 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the fuzz targets (cargo-fuzz, libFuzzer) for a while each.
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// One target (`yaml_config`, `api_request`); all when left out.
+        target: Option<String>,
+    },
     /// Build and start the demo (`mesh-agent demo`).
     Demo {
         /// Passed to `mesh-agent demo` (e.g. --listen 127.0.0.1:9080 --duration 60).
@@ -49,6 +58,7 @@ fn main() -> Result<()> {
         Task::Test { args } => test::run(&args),
         Task::Bench { args } => test::bench(&args),
         Task::Demo { args } => test::demo(&args),
+        Task::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
     }
 }
 

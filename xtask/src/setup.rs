@@ -33,6 +33,8 @@ const APT_PACKAGES: &[&str] = &[
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// `cargo xtask fuzz` runs the libFuzzer targets through it.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 pub fn run() -> Result<()> {
     ensure_apt_packages()?;
@@ -40,6 +42,7 @@ pub fn run() -> Result<()> {
     let nightly = nightly()?;
     ensure_nightly(&nightly)?;
     ensure_bpf_linker(&nightly)?;
+    ensure_cargo_fuzz()?;
     ensure_bpffs()?;
     ensure_cgroup2()?;
     println!("setup: everything is in place");
@@ -203,6 +206,26 @@ fn ensure_bpf_linker(nightly: &str) -> Result<()> {
     )?;
     std::fs::write(&stamp, wanted)?;
     Ok(())
+}
+
+fn ensure_cargo_fuzz() -> Result<()> {
+    let installed = Command::new("cargo-fuzz")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)
+        });
+    if installed {
+        return Ok(());
+    }
+    println!("setup: installing cargo-fuzz {CARGO_FUZZ_VERSION} (about 2 minutes)");
+    run_checked(Command::new("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]))
 }
 
 fn replace_symlink(target: &Path, link: &Path) -> Result<()> {

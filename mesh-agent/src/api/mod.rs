@@ -11,6 +11,7 @@
 //! | `GET /metrics`                       | Prometheus text (Istio metric names) |
 //! | `POST /v1/config?file=NAME` (YAML)   | apply resources: 200, or 400 + errors|
 pub mod client;
+pub mod request;
 pub mod server;
 
 /// Error body of every non-2xx answer.

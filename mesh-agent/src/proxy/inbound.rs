@@ -14,7 +14,7 @@ use super::{PodProxy, error::ProxyError, hbone, policy};
 use crate::telemetry::connections::{Direction, Security};
 
 pub async fn serve(listener: TcpListener, pod: Arc<PodProxy>) {
-    super::accept_loop(listener, pod, handle_connection).await
+    super::accept_loop(listener, "inbound", pod, handle_connection).await
 }
 
 async fn handle_connection(tcp: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {

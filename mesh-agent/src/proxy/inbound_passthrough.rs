@@ -12,7 +12,7 @@ use super::{PodProxy, copy, error::ProxyError, policy, transparent};
 use crate::telemetry::connections::Direction;
 
 pub async fn serve(listener: TcpListener, pod: Arc<PodProxy>) {
-    super::accept_loop(listener, pod, handle).await
+    super::accept_loop(listener, "inbound_passthrough", pod, handle).await
 }
 
 async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {

@@ -26,6 +26,7 @@ use mesh_identity::{CertManager, SpiffeId};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::{
+    accept::AcceptBackoff,
     pod::PodSockets,
     redirect::OrigDstTable,
     telemetry::connections::{ConnectionGuard, ConnectionStats},
@@ -68,21 +69,26 @@ pub struct PodProxy {
 }
 
 /// Accepts forever, one task per connection. Accept errors (EMFILE and friends) back off
-/// instead of spinning.
-pub(crate) async fn accept_loop<H, F>(listener: TcpListener, pod: Arc<PodProxy>, handle: H)
-where
+/// instead of spinning (see [`crate::accept`]); `listener` names the loop in logs and in
+/// `mesh_accept_errors_total`.
+pub(crate) async fn accept_loop<H, F>(
+    listener: TcpListener,
+    name: &'static str,
+    pod: Arc<PodProxy>,
+    handle: H,
+) where
     H: Fn(TcpStream, SocketAddr, Arc<PodProxy>) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
+    let mut backoff =
+        AcceptBackoff::new(name, pod.pod.clone(), &pod.node.stats.metrics.accept_errors);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                backoff.accepted();
                 tokio::spawn(handle(stream, peer, pod.clone()));
             }
-            Err(e) => {
-                tracing::warn!(pod = %pod.pod, error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
+            Err(e) => backoff.failed(&e).await,
         }
     }
 }

@@ -101,7 +101,7 @@ pub fn mesh_identity_of(
 }
 
 pub async fn serve(listener: TcpListener, pod: Arc<PodProxy>) {
-    super::accept_loop(listener, pod, handle).await
+    super::accept_loop(listener, "outbound", pod, handle).await
 }
 
 async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {

@@ -10,7 +10,7 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, SockHash},
+    maps::{HashMap, Map, MapData, PerCpuArray, SockHash},
     programs::{
         CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps,
         cgroup_sock_addr::CgroupSockAddrAttachType,
@@ -52,7 +52,8 @@ pub struct Redirector {
     inbound: SockHash<MapData, InboundKey>,
     /// Enrolled pod addresses: kept while the agent is down so inbound fails closed.
     enrolled: HashMap<MapData, InboundKey, u8>,
-    counters: Array<MapData, u64>,
+    /// Per CPU; read as the sum over CPUs.
+    counters: PerCpuArray<MapData, u64>,
     ids: ProgramIds,
 }
 
@@ -177,7 +178,8 @@ impl Redirector {
             .map_err(map_err(maps::ENROLLED_ADDRS))?;
         let inbound = SockHash::try_from(take(maps::INBOUND_LISTENERS)?)
             .map_err(map_err(maps::INBOUND_LISTENERS))?;
-        let counters = Array::try_from(take(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
+        let counters =
+            PerCpuArray::try_from(take(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
         let mut excluded: HashMap<MapData, u16, u8> =
             HashMap::try_from(take(maps::EXCLUDED_PORTS)?)
                 .map_err(map_err(maps::EXCLUDED_PORTS))?;
@@ -333,7 +335,12 @@ impl Redirector {
     }
 
     pub fn kernel_counters(&self) -> KernelCounters {
-        let get = |i| self.counters.get(&i, 0).unwrap_or(0);
+        let get = |i| {
+            self.counters
+                .get(&i, 0)
+                .map(|per_cpu| per_cpu.iter().sum())
+                .unwrap_or(0)
+        };
         KernelCounters {
             redirected: get(counters::REDIRECTED),
             passed: get(counters::PASSED),

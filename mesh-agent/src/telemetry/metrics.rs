@@ -4,7 +4,10 @@
 //! `istio_tcp_received_bytes_total`; the DNS proxy's (ztunnel's names and labels:
 //! `istio_dns_requests_total`, `istio_dns_upstream_requests_total`,
 //! `istio_dns_upstream_failures_total`, plus `mesh_dns_cache_hits_total` and
-//! `mesh_dns_cache_entries`); plus the configuration store's health.
+//! `mesh_dns_cache_entries`); plus the configuration store's health and the agent's
+//! own budgets: inputs over a limit (`mesh_config_limits_exceeded_total{limit}`), API
+//! requests and connections refused (`mesh_api_refused_total{reason}`) and failed accepts
+//! that made a listener back off (`mesh_accept_errors_total{listener,error}`).
 use std::sync::Arc;
 
 use prometheus_client::{
@@ -94,6 +97,29 @@ impl DnsMetrics {
     }
 }
 
+/// Labels of `mesh_config_limits_exceeded_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// `input_bytes`, `documents`, `depth`, `nodes`, `expanded_bytes`.
+    pub limit: String,
+}
+
+/// Labels of `mesh_api_refused_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiRefusedLabels {
+    /// `body_too_large`, `headers_too_large`, `too_many_connections`.
+    pub reason: &'static str,
+}
+
+/// Labels of `mesh_accept_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AcceptLabels {
+    /// `api`, `metrics`, `outbound`, `inbound`, `inbound_passthrough`.
+    pub listener: &'static str,
+    /// The errno name (`EMFILE`, `ENFILE`, ...) or `other`.
+    pub error: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub dns: Arc<DnsMetrics>,
@@ -105,6 +131,9 @@ pub struct Metrics {
     config_errors: Counter,
     config_generation: Gauge,
     config_invalid_inputs: Gauge,
+    config_limits: Family<LimitLabels, Counter>,
+    pub api_refused: Family<ApiRefusedLabels, Counter>,
+    pub accept_errors: Family<AcceptLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -118,6 +147,9 @@ impl Default for Metrics {
         let config_errors = Counter::default();
         let config_generation = Gauge::default();
         let config_invalid_inputs = Gauge::default();
+        let config_limits = Family::<LimitLabels, Counter>::default();
+        let api_refused = Family::<ApiRefusedLabels, Counter>::default();
+        let accept_errors = Family::<AcceptLabels, Counter>::default();
         // prometheus-client appends `_total` to counters.
         registry.register(
             "istio_tcp_connections_opened",
@@ -161,6 +193,21 @@ impl Default for Metrics {
         );
         let dns = Arc::new(DnsMetrics::default());
         dns.register(&mut registry);
+        registry.register(
+            "mesh_config_limits_exceeded",
+            "Configuration inputs refused for being over a budget, by limit",
+            config_limits.clone(),
+        );
+        registry.register(
+            "mesh_api_refused",
+            "API connections and requests refused by a limit, by reason",
+            api_refused.clone(),
+        );
+        registry.register(
+            "mesh_accept_errors",
+            "Failed accepts (the listener backs off on descriptor exhaustion), by listener and error",
+            accept_errors.clone(),
+        );
         Metrics {
             registry,
             dns,
@@ -172,6 +219,9 @@ impl Default for Metrics {
             config_errors,
             config_generation,
             config_invalid_inputs,
+            config_limits,
+            api_refused,
+            accept_errors,
         }
     }
 }
@@ -188,6 +238,12 @@ impl Metrics {
             .set(i64::try_from(status.generation).unwrap_or(i64::MAX));
         self.config_invalid_inputs
             .set(i64::try_from(status.last_errors.len()).unwrap_or(i64::MAX));
+        for (limit, total) in &status.limits_exceeded {
+            let counter = self.config_limits.get_or_create(&LimitLabels {
+                limit: limit.clone(),
+            });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             text.clear();

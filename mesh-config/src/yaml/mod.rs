@@ -23,6 +23,7 @@
 //! with it and parses without it; a workload missing `spec.selector`/`spec.template` (a
 //! truncated fragment) takes its selector and pod labels from `metadata.labels`.
 
+pub mod limits;
 pub mod value;
 
 use std::path::{Path, PathBuf};
@@ -32,19 +33,23 @@ use serde_json::Value;
 
 use crate::error::{ConfigError, ConfigWarning, ErrorKind, Place};
 use crate::object::{Kind, LoadedObject, Object, Origin};
-use value::{Document, Pos, SyntaxError};
+use limits::{Limit, Limits};
+use value::{Document, LimitError, Pos, SyntaxError};
 
 /// Options for reading objects.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Namespace of namespaced objects that name none (`kubectl apply` uses `default`).
     pub default_namespace: String,
+    /// Budgets of each file or string read.
+    pub limits: Limits,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             default_namespace: "default".to_string(),
+            limits: Limits::default(),
         }
     }
 }
@@ -58,21 +63,50 @@ pub struct FileLoad {
     pub warnings: Vec<ConfigWarning>,
 }
 
-/// Reads one file.
+/// Reads one file; one larger than the `input_bytes` budget is refused without reading it
+/// whole.
 pub fn load_file(path: &Path, opts: &LoadOptions) -> FileLoad {
-    match std::fs::read_to_string(path) {
-        Ok(text) => load_str(&text, Some(path), opts),
-        Err(e) => FileLoad {
-            errors: vec![ConfigError::new(
-                Place {
-                    file: Some(path.to_path_buf()),
-                    ..Place::default()
-                },
-                ErrorKind::Io(e.to_string()),
-            )],
-            ..FileLoad::default()
-        },
+    let max = opts.limits.input_bytes;
+    let whole_file = |kind| FileLoad {
+        errors: vec![ConfigError::new(
+            Place {
+                file: Some(path.to_path_buf()),
+                ..Place::default()
+            },
+            kind,
+        )],
+        ..FileLoad::default()
+    };
+    match read_at_most(path, max) {
+        Ok(Some(text)) => load_str(&text, Some(path), opts),
+        Ok(None) => whole_file(ErrorKind::LimitExceeded {
+            limit: Limit::InputBytes,
+            max,
+        }),
+        Err(e) => whole_file(ErrorKind::Io(e.to_string())),
     }
+}
+
+/// The file's text, or `None` when it holds more than `max` bytes (read up to one byte
+/// more, so a file growing meanwhile or a device without a size is caught as well).
+fn read_at_most(path: &Path, max: usize) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let too_big = file
+        .metadata()
+        .is_ok_and(|m| m.len() > u64::try_from(max).unwrap_or(u64::MAX));
+    if too_big {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    let cap = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    file.take(cap).read_to_end(&mut bytes)?;
+    if bytes.len() > max {
+        return Ok(None);
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// Reads every document of `text`; `file` names it in errors.
@@ -86,11 +120,27 @@ pub fn load_str(text: &str, file: Option<&Path>, opts: &LoadOptions) -> FileLoad
         ..Place::default()
     };
 
-    let (mut docs, mut syntax) = value::parse_documents(text);
+    let limit_error = |e: LimitError| FileLoad {
+        errors: vec![ConfigError::new(
+            file_place(e.pos),
+            ErrorKind::LimitExceeded {
+                limit: e.limit,
+                max: e.max,
+            },
+        )],
+        ..FileLoad::default()
+    };
+    let (mut docs, mut syntax) = match value::parse_documents(text, &opts.limits) {
+        Ok(parsed) => parsed,
+        Err(e) => return limit_error(e),
+    };
     if let Some(err) = &syntax
         && let Some((cleaned, lines)) = without_elisions(text)
     {
-        let (docs2, syntax2) = value::parse_documents(&cleaned);
+        let (docs2, syntax2) = match value::parse_documents(&cleaned, &opts.limits) {
+            Ok(parsed) => parsed,
+            Err(e) => return limit_error(e),
+        };
         if syntax2.is_none() {
             tracing::debug!(
                 ?file,

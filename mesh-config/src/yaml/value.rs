@@ -3,12 +3,15 @@
 //! Scalars are resolved with the YAML 1.2 core schema (what `kubectl` users expect: `80` is a
 //! number, `"80"` a string, `true` a bool, `~`/`null`/empty a null); quoted and block scalars
 //! are always strings. Anchors and aliases are supported; `<<` merge keys are not (Kubernetes
-//! rejects them too).
+//! rejects them too). Every node is charged to the input's [`Budget`] before it is built, an
+//! alias with everything it would copy (see [`super::limits`]).
 
 use std::collections::HashMap;
 
 use serde_json::{Map, Number, Value};
 use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle, ScanError, Span};
+
+use super::limits::{Budget, Extent, Limit, Limits};
 
 /// A source position, 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -102,29 +105,97 @@ impl From<ScanError> for SyntaxError {
     }
 }
 
-/// Parses every document of `text`. Documents that parsed before a syntax error are returned
-/// with the error.
-pub fn parse_documents(text: &str) -> (Vec<Document>, Option<SyntaxError>) {
-    let mut builder = Builder::default();
+/// An input over one of its budgets: nothing of it is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitError {
+    pub limit: Limit,
+    pub max: usize,
+    /// Where the reader was when the budget ran out (the start for `input_bytes`).
+    pub pos: Pos,
+}
+
+/// What reading an input's documents gave: the documents that parsed before a syntax error
+/// (returned with it), or a refusal of the whole input.
+pub type Parsed = Result<(Vec<Document>, Option<SyntaxError>), LimitError>;
+
+/// Parses every document of `text` within `limits`.
+pub fn parse_documents(text: &str, limits: &Limits) -> Parsed {
+    if text.len() > limits.input_bytes {
+        return Err(LimitError {
+            limit: Limit::InputBytes,
+            max: limits.input_bytes,
+            pos: Pos { line: 1, column: 1 },
+        });
+    }
+    let mut builder = Builder::new(*limits);
     let mut parser = Parser::new_from_str(text);
     while let Some(next) = parser.next_event() {
         match next {
-            Ok((event, span)) => {
-                if let Err(e) = builder.event(event, &span) {
-                    return (builder.docs, Some(e));
+            Ok((event, span)) => match builder.event(event, &span) {
+                Ok(()) => {}
+                Err(Refusal::Syntax(e)) => return Ok((builder.docs, Some(e))),
+                Err(Refusal::Limit(limit)) => {
+                    return Err(LimitError {
+                        limit,
+                        max: limits.max(limit),
+                        pos: Pos::from_span(&span),
+                    });
                 }
+            },
+            // The parser has its own nesting bound (deeper than ours, and met first when
+            // it scans ahead in flow collections): the same refusal.
+            Err(e) if e.info() == PARSER_RECURSION_LIMIT && limits.depth < PARSER_DEPTH => {
+                let m = e.marker();
+                return Err(LimitError {
+                    limit: Limit::Depth,
+                    max: limits.depth,
+                    pos: Pos {
+                        line: m.line(),
+                        column: m.col() + 1,
+                    },
+                });
             }
-            Err(e) => return (builder.docs, Some(e.into())),
+            Err(e) => return Ok((builder.docs, Some(e.into()))),
         }
     }
-    (builder.docs, None)
+    Ok((builder.docs, None))
 }
+
+/// `granit-parser`'s message when nesting passes its own bound, [`PARSER_DEPTH`].
+const PARSER_RECURSION_LIMIT: &str = "recursion limit exceeded";
+const PARSER_DEPTH: usize = 256;
+
+/// Why the builder stopped.
+enum Refusal {
+    Syntax(SyntaxError),
+    Limit(Limit),
+}
+
+impl From<SyntaxError> for Refusal {
+    fn from(e: SyntaxError) -> Self {
+        Refusal::Syntax(e)
+    }
+}
+
+impl From<Limit> for Refusal {
+    fn from(limit: Limit) -> Self {
+        Refusal::Limit(limit)
+    }
+}
+
+/// A sequence or a mapping holding nothing yet.
+const EMPTY_CONTAINER: Extent = Extent {
+    nodes: 1,
+    bytes: 0,
+    depth: 1,
+};
 
 enum Frame {
     Seq {
         items: Vec<Value>,
         path: String,
         anchor: usize,
+        extent: Extent,
     },
     Map {
         map: Map<String, Value>,
@@ -132,23 +203,38 @@ enum Frame {
         anchor: usize,
         /// The key read, waiting for its value.
         key: Option<String>,
+        extent: Extent,
     },
 }
 
-#[derive(Default)]
 struct Builder {
     docs: Vec<Document>,
     stack: Vec<Frame>,
     spans: SpanMap,
     root: Option<Value>,
-    anchors: HashMap<usize, Value>,
+    /// Anchored values with what copying one costs.
+    anchors: HashMap<usize, (Value, Extent)>,
     in_doc: bool,
+    budget: Budget,
 }
 
 impl Builder {
-    fn event(&mut self, event: Event<'_>, span: &Span) -> Result<(), SyntaxError> {
+    fn new(limits: Limits) -> Self {
+        Builder {
+            docs: Vec::new(),
+            stack: Vec::new(),
+            spans: SpanMap::default(),
+            root: None,
+            anchors: HashMap::new(),
+            in_doc: false,
+            budget: Budget::new(limits),
+        }
+    }
+
+    fn event(&mut self, event: Event<'_>, span: &Span) -> Result<(), Refusal> {
         match event {
             Event::DocumentStart(..) => {
+                self.budget.document()?;
                 self.in_doc = true;
                 self.spans = SpanMap {
                     start: Pos::from_span(span),
@@ -167,52 +253,72 @@ impl Builder {
                 self.in_doc = false;
             }
             Event::Scalar(text, style, anchor, tag) => {
+                let scalar = Extent::scalar(text.len());
+                self.budget.spend(scalar, self.stack.len())?;
                 // A scalar in key position is a key.
-                if let Some(Frame::Map { key, path, .. }) = self.stack.last_mut()
+                if let Some(Frame::Map {
+                    key, path, extent, ..
+                }) = self.stack.last_mut()
                     && key.is_none()
                 {
                     let k = text.into_owned();
                     let child = join(path, &k);
                     self.spans.paths.insert(child, Pos::from_span(span));
                     *key = Some(k);
+                    extent.add_child(scalar);
                     return Ok(());
                 }
                 let tag_suffix = tag.as_ref().map(|t| t.suffix().to_string());
                 let value = resolve_scalar(&text, style, tag_suffix.as_deref());
                 self.record_item(span);
                 if anchor != 0 {
-                    self.anchors.insert(anchor, value.clone());
+                    self.anchors.insert(anchor, (value.clone(), scalar));
                 }
-                self.push_value(value, span)?;
+                self.push_value(value, scalar, span)?;
             }
             Event::Alias(id) => {
-                let value = self.anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
-                    pos: Pos::from_span(span),
-                    message: "alias refers to an unknown anchor".into(),
-                })?;
+                let extent = self
+                    .anchors
+                    .get(&id)
+                    .map(|(_, extent)| *extent)
+                    .ok_or_else(|| SyntaxError {
+                        pos: Pos::from_span(span),
+                        message: "alias refers to an unknown anchor".into(),
+                    })?;
                 if let Some(Frame::Map { key, .. }) = self.stack.last()
                     && key.is_none()
                 {
                     return Err(SyntaxError {
                         pos: Pos::from_span(span),
                         message: "an alias cannot be a mapping key here".into(),
-                    });
+                    }
+                    .into());
                 }
+                // Charged before copying: this is what keeps an alias bomb small.
+                self.budget.spend_alias(extent, self.stack.len())?;
+                let value = self
+                    .anchors
+                    .get(&id)
+                    .map(|(value, _)| value.clone())
+                    .unwrap_or_default();
                 self.record_item(span);
-                self.push_value(value, span)?;
+                self.push_value(value, extent, span)?;
             }
             Event::SequenceStart(_, anchor, _) => {
                 self.check_not_key(span)?;
+                self.budget.spend(EMPTY_CONTAINER, self.stack.len())?;
                 self.record_item(span);
                 let path = self.child_path();
                 self.stack.push(Frame::Seq {
                     items: Vec::new(),
                     path,
                     anchor,
+                    extent: EMPTY_CONTAINER,
                 });
             }
             Event::MappingStart(_, anchor, _) => {
                 self.check_not_key(span)?;
+                self.budget.spend(EMPTY_CONTAINER, self.stack.len())?;
                 self.record_item(span);
                 let path = self.child_path();
                 self.stack.push(Frame::Map {
@@ -220,18 +326,29 @@ impl Builder {
                     path,
                     anchor,
                     key: None,
+                    extent: EMPTY_CONTAINER,
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let (value, anchor) = match self.stack.pop() {
-                    Some(Frame::Seq { items, anchor, .. }) => (Value::Array(items), anchor),
-                    Some(Frame::Map { map, anchor, .. }) => (Value::Object(map), anchor),
+                let (value, anchor, extent) = match self.stack.pop() {
+                    Some(Frame::Seq {
+                        items,
+                        anchor,
+                        extent,
+                        ..
+                    }) => (Value::Array(items), anchor, extent),
+                    Some(Frame::Map {
+                        map,
+                        anchor,
+                        extent,
+                        ..
+                    }) => (Value::Object(map), anchor, extent),
                     None => return Ok(()),
                 };
                 if anchor != 0 {
-                    self.anchors.insert(anchor, value.clone());
+                    self.anchors.insert(anchor, (value.clone(), extent));
                 }
-                self.push_value(value, span)?;
+                self.push_value(value, extent, span)?;
             }
             _ => {}
         }
@@ -265,11 +382,23 @@ impl Builder {
         }
     }
 
-    fn push_value(&mut self, value: Value, span: &Span) -> Result<(), SyntaxError> {
+    /// Adds a finished value (holding `extent`) to its parent.
+    fn push_value(&mut self, value: Value, extent: Extent, span: &Span) -> Result<(), SyntaxError> {
         match self.stack.last_mut() {
             None => self.root = Some(value),
-            Some(Frame::Seq { items, .. }) => items.push(value),
-            Some(Frame::Map { map, key, .. }) => {
+            Some(Frame::Seq {
+                items, extent: e, ..
+            }) => {
+                items.push(value);
+                e.add_child(extent);
+            }
+            Some(Frame::Map {
+                map,
+                key,
+                extent: e,
+                ..
+            }) => {
+                e.add_child(extent);
                 let k = key.take().unwrap_or_default();
                 if map.contains_key(&k) {
                     return Err(SyntaxError {
