@@ -6,6 +6,7 @@ pub mod agent;
 pub mod api;
 pub mod app;
 pub mod demo;
+pub mod l7;
 pub mod launch;
 pub mod pod;
 pub mod proxy;

@@ -1,6 +1,8 @@
 //! `mesh-agent app http --listen ADDR --name NAME`: an HTTP/1.1 server that answers every
 //! request with a small JSON document naming itself and who called (the peer address it
-//! saw), so tests and the demo can see where a request went and from where it came.
+//! saw), so tests and the demo can see where a request went and from where it came; the
+//! request's headers are echoed too (what a proxy added or rewrote), and `?delay_ms=N`
+//! makes it answer late (timeouts).
 use std::{convert::Infallible, net::SocketAddr};
 
 use bytes::Bytes;
@@ -29,10 +31,26 @@ async fn answer(
     name: String,
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let delay_ms = req
+        .uri()
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|p| p.strip_prefix("delay_ms="))
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(ms) = delay_ms {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.into())))
+        .collect();
     let body = serde_json::json!({
         "service": name,
         "path": req.uri().path(),
         "peer": peer.to_string(),
+        "headers": headers,
     });
     let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
     response.headers_mut().insert(
