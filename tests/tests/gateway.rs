@@ -14,7 +14,7 @@ use serde_json::Value;
 const GATEWAY: (usize, usize) = (1, 1);
 const CLIENT: (usize, usize) = (1, 4);
 
-const WORKLOADS: [Workload<'static>; 6] = [
+const WORKLOADS: [Workload<'static>; 7] = [
     Workload {
         node: 1,
         pod: 1,
@@ -43,13 +43,20 @@ const WORKLOADS: [Workload<'static>; 6] = [
         node: 1,
         pod: 3,
         service_account: "web",
-        labels: &[("app", "web")],
+        labels: &[("app", "web"), ("tier", "backend")],
     },
     Workload {
         node: 2,
         pod: 3,
         service_account: "ws",
         labels: &[("app", "ws")],
+    },
+    // A backend whose server is down: nothing listens in this pod.
+    Workload {
+        node: 2,
+        pod: 4,
+        service_account: "idle",
+        labels: &[("app", "idle"), ("tier", "backend")],
     },
 ];
 
@@ -73,6 +80,13 @@ kind: Service
 metadata: {name: ws, namespace: default}
 spec:
   selector: {app: ws}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: backend, namespace: default}
+spec:
+  selector: {tier: backend}
   ports: [{name: http, port: 80, targetPort: 8080}]
 ---
 apiVersion: networking.istio.io/v1
@@ -124,6 +138,16 @@ spec:
   - match: [{headers: {end-user: {exact: jason}}}]
     route: [{destination: {host: hello, subset: v2}}]
   - route: [{destination: {host: hello, subset: v3}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backend-edge, namespace: default}
+spec:
+  hosts: [backend.example.com]
+  gateways: [web-gateway]
+  http:
+  - route: [{destination: {host: backend}}]
+    retries: {attempts: 2, retryOn: connect-failure}
 "#;
 
 /// `hello.example.com` with no subset, then only v1.
@@ -217,6 +241,8 @@ struct GatewayLab {
     mesh: Mesh,
     config_dir: PathBuf,
     log: PathBuf,
+    /// Set by a test that got to its end: the gateway's log is kept otherwise.
+    passed: bool,
     _children: Vec<LabChild>,
 }
 
@@ -224,8 +250,10 @@ impl Drop for GatewayLab {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.config_dir);
         let _ = std::fs::remove_file(self.config_dir.with_extension("ws.py"));
-        if !std::thread::panicking() {
+        if self.passed {
             let _ = std::fs::remove_file(&self.log);
+        } else {
+            eprintln!("gateway log kept: {}", self.log.display());
         }
     }
 }
@@ -239,6 +267,7 @@ impl GatewayLab {
         let mut lab = GatewayLab {
             config_dir,
             log,
+            passed: false,
             _children: Vec::new(),
             mesh,
         };
@@ -365,7 +394,7 @@ impl GatewayLab {
 /// and headers a user of Istio's gateway relies on.
 #[test]
 fn gateway_routes_by_path_and_header_with_faults_timeouts_and_websockets() -> Result<()> {
-    let lab = GatewayLab::start()?;
+    let mut lab = GatewayLab::start()?;
 
     // (a) `uri.prefix: /ws` to one service, everything else to another.
     assert_eq!(lab.served_by("edge.example.com", "/ws/info", &[])?, "ws");
@@ -390,6 +419,47 @@ fn gateway_routes_by_path_and_header_with_faults_timeouts_and_websockets() -> Re
     );
     let client_ip = lab.mesh.pod(CLIENT.0, CLIENT.1).ip().to_string();
     assert_eq!(json["headers"]["x-forwarded-for"], client_ip.as_str());
+
+    // HTTP/2 without TLS (prior knowledge), as gRPC clients speak it.
+    let url = lab.gateway_url("/h2");
+    let out = lab.mesh.run_in_pod(
+        CLIENT.0,
+        CLIENT.1,
+        "curl",
+        &[
+            "-sS",
+            "--http2-prior-knowledge",
+            "--max-time",
+            "5",
+            "-H",
+            "Host: edge.example.com",
+            "-w",
+            "\n%{http_version}",
+            &url,
+        ],
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && text.ends_with("\n2") && text.contains("\"service\":\"web\""),
+        "h2c through the gateway: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Retries: one of the two backends refuses (no server), each request still lands on
+    // the live one.
+    for _ in 0..6 {
+        assert_eq!(lab.served_by("backend.example.com", "/", &[])?, "web");
+    }
+    let log = std::fs::read_to_string(&lab.log)?;
+    let retried = log
+        .lines()
+        .filter(|l| l.contains("authority=backend.example.com") && l.contains("attempts=2"))
+        .count();
+    ensure!(
+        retried >= 2,
+        "round robin over two backends should have retried about half of 6 requests, the \
+         access log shows {retried}"
+    );
 
     // (c) Bookinfo's jason-v2-v3: the header picks v2, everyone else gets v3.
     for _ in 0..3 {
@@ -491,6 +561,24 @@ fn gateway_routes_by_path_and_header_with_faults_timeouts_and_websockets() -> Re
         metrics.contains("istio_request_duration_milliseconds_bucket{"),
         "no duration histogram: {metrics}"
     );
+
+    // The upstream connections left the gateway's pod through its node agent, over mutual
+    // TLS with the gateway's identity.
+    let agent = lab.mesh.metrics(GATEWAY.0)?;
+    let hbone = counter(
+        &agent,
+        "istio_tcp_connections_opened_total",
+        &[
+            ("reporter", "source"),
+            (
+                "source_principal",
+                "cluster.local/ns/default/sa/ingressgateway",
+            ),
+            ("connection_security_policy", "mutual_tls"),
+        ],
+    );
+    ensure!(hbone > 0, "no HBONE connection from the gateway: {agent}");
+    lab.passed = true;
     Ok(())
 }
 
@@ -498,7 +586,7 @@ fn gateway_routes_by_path_and_header_with_faults_timeouts_and_websockets() -> Re
 /// written into the watched directory, only v1.
 #[test]
 fn gateway_follows_a_subset_written_live() -> Result<()> {
-    let lab = GatewayLab::start()?;
+    let mut lab = GatewayLab::start()?;
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..9 {
         seen.insert(lab.served_by("hello.example.com", "/", &[])?);
@@ -533,6 +621,7 @@ fn gateway_follows_a_subset_written_live() -> Result<()> {
     for _ in 0..3 {
         assert_eq!(lab.served_by("hello.example.com", "/", &[])?, "hello-v1");
     }
+    lab.passed = true;
     Ok(())
 }
 

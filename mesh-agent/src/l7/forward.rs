@@ -225,7 +225,7 @@ impl Upstream {
             }
             Err(e) => {
                 let (outcome, flag) = classify(&e);
-                tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "upstream attempt failed");
+                tracing::info!(error = %e, source = ?std::error::Error::source(&e), flag = %flag, "upstream attempt failed");
                 (outcome, Err(flag))
             }
         }
@@ -334,7 +334,8 @@ fn grpc_status(headers: &HeaderMap) -> Option<u32> {
 
 /// A failed attempt as a retry outcome and a response flag. The node agent accepts the
 /// connect itself (capture), so an endpoint that refuses shows as a connection closed
-/// before any response byte: that is a connect failure too (see the module docs of `l7`).
+/// or resets before any response byte: that is a connect failure too (see the module docs
+/// of `l7`).
 fn classify(e: &hyper_util::client::legacy::Error) -> (AttemptOutcome, ResponseFlag) {
     if e.is_connect() {
         return (
@@ -352,7 +353,15 @@ fn classify(e: &hyper_util::client::legacy::Error) -> (AttemptOutcome, ResponseF
 }
 
 fn classify_hyper(e: &hyper::Error) -> (AttemptOutcome, ResponseFlag) {
-    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
+    let reset = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            )
+        });
+    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() || reset {
         (
             AttemptOutcome::ConnectFailure,
             ResponseFlag::UpstreamConnectionFailure,
