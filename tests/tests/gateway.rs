@@ -123,6 +123,10 @@ spec:
   - match: [{uri: {prefix: /broken}}]
     fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
     route: [{destination: {host: web}}]
+  - match: [{uri: {prefix: /mirrored}}]
+    route: [{destination: {host: web}}]
+    mirror: {host: hello, subset: v1}
+    mirrorPercentage: {value: 100}
   - match: [{uri: {prefix: /slow}}]
     timeout: 500ms
     route: [{destination: {host: web}}]
@@ -460,6 +464,27 @@ fn gateway_routes_by_path_and_header_with_faults_timeouts_and_websockets() -> Re
         "round robin over two backends should have retried about half of 6 requests, the \
          access log shows {retried}"
     );
+
+    // A mirrored request: the client's answer comes from the route's destination, and a
+    // copy reaches the mirror (hello v1, which nothing else in this test calls), as the
+    // agent in front of it counts.
+    assert_eq!(lab.served_by("edge.example.com", "/mirrored", &[])?, "web");
+    let v1 = WORKLOADS[1].pod_name(&lab.mesh);
+    wait_for("the mirrored copy to reach hello v1", || {
+        let agent = lab.mesh.metrics(WORKLOADS[1].node)?;
+        Ok(counter(
+            &agent,
+            "istio_tcp_connections_opened_total",
+            &[
+                ("reporter", "destination"),
+                ("destination_workload", v1.as_str()),
+                (
+                    "source_principal",
+                    "cluster.local/ns/default/sa/ingressgateway",
+                ),
+            ],
+        ) > 0)
+    })?;
 
     // (c) Bookinfo's jason-v2-v3: the header picks v2, everyone else gets v3.
     for _ in 0..3 {

@@ -231,6 +231,36 @@ impl Upstream {
         }
     }
 
+    /// Sends a copy of a request to `endpoint` and forgets it (`mirror`): its answer is
+    /// read and dropped, its failure only logged. Bodies streamed once are not mirrored.
+    pub fn mirror(&self, endpoint: &ClusterEndpoint, out: &Outgoing) {
+        let RequestBody::Replayable(bytes) = &out.body else {
+            return;
+        };
+        let request = match build(out, endpoint, full(bytes.clone())) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!("cannot build the mirrored request: {e}");
+                return;
+            }
+        };
+        let client = if out.h2 {
+            self.http2.clone()
+        } else {
+            self.http1.clone()
+        };
+        let upstream = endpoint_authority(endpoint);
+        tokio::spawn(async move {
+            match client.request(request).await {
+                Ok(response) => {
+                    // Read to the end so the connection goes back to the pool.
+                    let _ = response.into_body().collect().await;
+                }
+                Err(e) => tracing::debug!(%upstream, error = %e, "mirrored request failed"),
+            }
+        });
+    }
+
     /// An `Upgrade` request (WebSocket): its own connection to the endpoint; on `101` both
     /// upgraded connections are joined and their bytes copied until either side closes.
     pub async fn upgrade(

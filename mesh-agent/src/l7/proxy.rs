@@ -13,6 +13,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, Version};
 use hyper::body::Incoming;
 use mesh_config::resolve::Protocol;
+use mesh_l7::action::Mirror;
 use mesh_l7::{Decision, Entry, LocalReply, ResponseFlag, RouteTable, Source};
 
 use super::Body;
@@ -154,6 +155,9 @@ impl HttpProxy {
             body,
             h2,
         };
+        if upgrade.is_none() {
+            self.mirror(&table, &forward.mirrors, &route_req, &out, &mut rng);
+        }
         let result = match upgrade {
             Some(on_upgrade) => {
                 record.attempts = 1;
@@ -197,6 +201,47 @@ impl HttpProxy {
         }
     }
 
+    /// Copies of the request to the rule's mirrors (percentages already drawn), with
+    /// `-shadow` appended to the host as Envoy does.
+    fn mirror(
+        &self,
+        table: &RouteTable,
+        mirrors: &[&Mirror],
+        req: &mesh_l7::Request<'_>,
+        out: &Outgoing,
+        rng: &mut fastrand::Rng,
+    ) {
+        for m in mirrors {
+            let Some(cluster) =
+                table.destination_cluster(&m.host, m.subset.as_deref(), m.port, req)
+            else {
+                continue;
+            };
+            let Ok(choice) = cluster.choose(req, self.routes.lb(), rng, Instant::now(), &[]) else {
+                continue;
+            };
+            let mut copy = Outgoing {
+                method: out.method.clone(),
+                path: out.path.clone(),
+                headers: out.headers.clone(),
+                body: match &out.body {
+                    RequestBody::Replayable(b) => RequestBody::Replayable(b.clone()),
+                    RequestBody::Once(_) => continue,
+                },
+                h2: out.h2,
+            };
+            let host = copy
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(shadow_host);
+            if let Some(v) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+                copy.headers.insert(header::HOST, v);
+            }
+            self.upstream.mirror(choice.endpoint, &copy);
+        }
+    }
+
     /// The Gateway keys (`namespace/name`) a request on `port` may enter through.
     fn entries(&self, table: &RouteTable, port: u16) -> Vec<String> {
         match &self.entry {
@@ -205,6 +250,12 @@ impl HttpProxy {
             }
         }
     }
+}
+
+/// `reviews:9080` → `reviews-shadow:9080`.
+fn shadow_host(host: &str) -> String {
+    let name = mesh_l7::request::strip_port(host);
+    format!("{name}-shadow{}", &host[name.len()..])
 }
 
 fn local_answer(record: &mut RequestRecord, r: &LocalReply, grpc: bool) -> Response<Body> {
@@ -339,6 +390,12 @@ mod tests {
         assert!(!h.contains_key("keep-alive"));
         assert_eq!(h[header::TE], "trailers");
         assert_eq!(h["end-user"], "jason");
+    }
+
+    #[test]
+    fn mirrored_requests_go_to_the_shadow_host() {
+        assert_eq!(shadow_host("reviews:9080"), "reviews-shadow:9080");
+        assert_eq!(shadow_host("edge.example.com"), "edge.example.com-shadow");
     }
 
     #[test]
