@@ -171,6 +171,35 @@ spec:
     )
 }
 
+/// A second Gateway terminating TLS on 8443 with the certificate files in `certs`, and
+/// the route of `secure.example.com` bound to it.
+fn secure_routes(certs: &Path) -> String {
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: secure-gateway, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 8443, name: https, protocol: HTTPS}}
+    hosts: [secure.example.com]
+    tls: {{mode: SIMPLE, serverCertificate: {cert}, privateKey: {key}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: secure, namespace: default}}
+spec:
+  hosts: [secure.example.com]
+  gateways: [secure-gateway]
+  http:
+  - route: [{{destination: {{host: web}}}}]
+"#,
+        cert = certs.join("cert.pem").display(),
+        key = certs.join("key.pem").display(),
+    )
+}
+
 /// A WebSocket echo server (RFC 6455 handshake and frames, standard library only) that
 /// answers a plain GET with JSON naming itself, like `mesh-agent app http`.
 const WS_SERVER: &str = r#"
@@ -276,6 +305,23 @@ impl GatewayLab {
             mesh,
         };
         std::fs::create_dir_all(&lab.config_dir)?;
+        let certs = lab.config_dir.join("certs");
+        std::fs::create_dir_all(&certs)?;
+        let out = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+            .args(["-subj", "/CN=secure.example.com"])
+            .args(["-addext", "subjectAltName=DNS:secure.example.com"])
+            .arg("-keyout")
+            .arg(certs.join("key.pem"))
+            .arg("-out")
+            .arg(certs.join("cert.pem"))
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mesh = &lab.mesh;
         mesh.enroll_workloads(&WORKLOADS)?;
         // The same YAML for the agents (L4: who is who) and the gateway (routing).
@@ -284,6 +330,7 @@ impl GatewayLab {
             ("services.yaml", SERVICES.to_string()),
             ("routes.yaml", ROUTES.to_string()),
             ("hello.yaml", hello_route(None)),
+            ("secure.yaml", secure_routes(&certs)),
         ];
         for (name, yaml) in &files {
             mesh.apply_all(name, yaml)?;
@@ -448,6 +495,41 @@ fn gateway_routes_by_path_and_header_with_faults_timeouts_and_websockets() -> Re
         "h2c through the gateway: {text} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // HTTPS: the gateway terminates TLS with the server's certificate files (ALPN h2).
+    let cert = lab.config_dir.join("certs/cert.pem");
+    let resolve = format!(
+        "secure.example.com:8443:{}",
+        lab.mesh.pod(GATEWAY.0, GATEWAY.1).ip()
+    );
+    let out = lab.mesh.run_in_pod(
+        CLIENT.0,
+        CLIENT.1,
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "5",
+            "--cacert",
+            &cert.to_string_lossy(),
+            "--resolve",
+            &resolve,
+            "-w",
+            "\n%{http_version}",
+            "https://secure.example.com:8443/tls",
+        ],
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "https through the gateway: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (body, version) = text.rsplit_once('\n').unwrap_or_default();
+    assert_eq!(version, "2", "ALPN should pick h2: {text}");
+    let json: Value = serde_json::from_str(body)?;
+    assert_eq!(json["service"], "web");
+    assert_eq!(json["headers"]["x-forwarded-proto"], "https");
 
     // Retries: one of the two backends refuses (no server), each request still lands on
     // the live one.

@@ -1,9 +1,11 @@
 //! `mesh-agent gateway`: the ingress gateway. Loads the configuration with the same store
 //! and directory watcher as the node agent, rebuilds the routing table on every change,
 //! and listens on the ports of the `Gateway` servers that select it (its `--labels`,
-//! `istio: ingressgateway` by default) with protocol HTTP, HTTP2 or GRPC. Listeners follow
-//! the configuration: a new server port is opened, a removed one closed. HTTPS, TLS and TCP
-//! servers are not served yet (logged once per change).
+//! `istio: ingressgateway` by default) with protocol HTTP, HTTP2 or GRPC, and HTTPS with
+//! TLS terminated from certificate files (see [`super::tls`]). Listeners follow the
+//! configuration: a new server port is opened, a removed or changed one closed (and a
+//! changed one opened again). TLS passthrough, TCP servers and `credentialName` are not
+//! served yet (logged once per change).
 //!
 //! Run it inside an enrolled pod: see the module docs of [`crate::l7`] for why.
 
@@ -17,6 +19,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use mesh_config::istio::Server;
 use mesh_config::resolve::Protocol;
 use mesh_config::{ConfigStore, DirSource, Snapshot};
 use mesh_l7::TableOptions;
@@ -27,6 +30,7 @@ use super::proxy::{EntryPoint, HttpProxy};
 use super::reply;
 use super::routes::Routes;
 use super::server;
+use super::tls;
 
 /// What `mesh-agent gateway` is given.
 #[derive(Debug, Clone)]
@@ -41,23 +45,34 @@ pub struct GatewayOptions {
     pub metrics_addr: Option<SocketAddr>,
 }
 
-/// Gateway servers this gateway serves: port → the `namespace/name` of each selecting
-/// Gateway with an HTTP, HTTP2 or GRPC server on it.
+/// What one port serves: the Gateways with a server on it, and the TLS it terminates.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServedPort {
+    /// `namespace/name` of each selecting Gateway with a served server on the port.
+    pub gateways: Vec<String>,
+    /// The HTTPS server whose TLS settings the port terminates (its Gateway's key and the
+    /// server): the first one found; a port is plain HTTP or HTTPS, not both.
+    pub tls: Option<(String, Server)>,
+}
+
+/// Gateway servers this gateway serves, by port: HTTP, HTTP2 and GRPC servers, and HTTPS
+/// ones it can terminate, of the Gateways that select it.
 pub fn served_ports(
     snapshot: &Snapshot,
     labels: &BTreeMap<String, String>,
-) -> BTreeMap<u16, Vec<String>> {
-    let mut ports: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+) -> BTreeMap<u16, ServedPort> {
+    let mut ports: BTreeMap<u16, ServedPort> = BTreeMap::new();
     for (key, gateway) in selecting(snapshot, labels) {
-        for server in &gateway.servers {
+        for server in gateway.servers.iter().filter(|s| serves(s)) {
             let Ok(port) = u16::try_from(server.port.number) else {
                 continue;
             };
-            if is_plain_http(server) {
-                let keys = ports.entry(port).or_default();
-                if !keys.contains(key) {
-                    keys.push(key.clone());
-                }
+            let served = ports.entry(port).or_default();
+            if !served.gateways.contains(key) {
+                served.gateways.push(key.clone());
+            }
+            if tls::terminates(server) && served.tls.is_none() {
+                served.tls = Some((key.clone(), server.clone()));
             }
         }
     }
@@ -74,7 +89,7 @@ pub fn gateways_on_port(
         .filter(|(_, g)| {
             g.servers
                 .iter()
-                .any(|s| s.port.number == u32::from(port) && is_plain_http(s))
+                .any(|s| s.port.number == u32::from(port) && serves(s))
         })
         .map(|(k, _)| k.clone())
         .collect()
@@ -92,28 +107,27 @@ fn selecting<'s>(
         .filter(move |(_, g)| g.selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
 }
 
-fn is_plain_http(server: &mesh_config::istio::Server) -> bool {
+/// HTTP, HTTP2, GRPC, and HTTPS with TLS settings this gateway terminates.
+fn serves(server: &Server) -> bool {
     let protocol = server.port.protocol.as_deref().and_then(Protocol::parse);
-    matches!(
-        protocol,
-        Some(Protocol::Http | Protocol::Http2 | Protocol::Grpc)
-    )
+    match protocol {
+        Some(Protocol::Http | Protocol::Http2 | Protocol::Grpc) => true,
+        Some(Protocol::Https) => tls::terminates(server),
+        _ => false,
+    }
 }
 
 /// Servers selected but not served, to say so in the log.
 fn unserved(snapshot: &Snapshot, labels: &BTreeMap<String, String>) -> Vec<String> {
     selecting(snapshot, labels)
         .flat_map(|(key, g)| {
-            g.servers
-                .iter()
-                .filter(|s| !is_plain_http(s))
-                .map(move |s| {
-                    format!(
-                        "{key} port {} ({})",
-                        s.port.number,
-                        s.port.protocol.as_deref().unwrap_or("no protocol")
-                    )
-                })
+            g.servers.iter().filter(|s| !serves(s)).map(move |s| {
+                format!(
+                    "{key} port {} ({})",
+                    s.port.number,
+                    s.port.protocol.as_deref().unwrap_or("no protocol")
+                )
+            })
         })
         .collect()
 }
@@ -154,7 +168,7 @@ pub async fn run(options: GatewayOptions) -> anyhow::Result<()> {
         tokio::spawn(serve_admin(listener, proxy.clone()));
     }
 
-    let mut listeners: BTreeMap<u16, Vec<tokio::task::JoinHandle<()>>> = BTreeMap::new();
+    let mut listeners: BTreeMap<u16, Listener> = BTreeMap::new();
     let mut changes = routes.subscribe();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tracing::info!(labels = ?options.labels, "gateway ready");
@@ -167,49 +181,74 @@ pub async fn run(options: GatewayOptions) -> anyhow::Result<()> {
         }
     }
     follow.abort();
-    for tasks in listeners.into_values() {
-        tasks.iter().for_each(tokio::task::JoinHandle::abort);
-    }
+    drop(listeners);
     Ok(())
 }
 
-/// Opens listeners for new server ports and closes those no Gateway server has any more.
+/// A port's listener tasks and what they were opened for.
+struct Listener {
+    served: ServedPort,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+}
+
+/// Opens listeners for new server ports, closes those no Gateway server has any more, and
+/// reopens those whose TLS settings changed.
 fn reconcile(
     proxy: &Arc<HttpProxy>,
     labels: &BTreeMap<String, String>,
-    listeners: &mut BTreeMap<u16, Vec<tokio::task::JoinHandle<()>>>,
+    listeners: &mut BTreeMap<u16, Listener>,
 ) {
     let table = proxy.routes.table();
     let wanted = served_ports(table.snapshot(), labels);
     let skipped = unserved(table.snapshot(), labels);
     if !skipped.is_empty() {
-        tracing::warn!(servers = ?skipped, "Gateway servers not served (only HTTP, HTTP2 and GRPC are, yet)");
+        tracing::warn!(servers = ?skipped, "Gateway servers not served (HTTP, HTTP2, GRPC and HTTPS from certificate files are)");
     }
-    let gone: BTreeSet<u16> = listeners
-        .keys()
-        .filter(|p| !wanted.contains_key(p))
-        .copied()
+    let stale: BTreeSet<u16> = listeners
+        .iter()
+        .filter(|(port, l)| wanted.get(port).is_none_or(|w| w.tls != l.served.tls))
+        .map(|(port, _)| *port)
         .collect();
-    for port in gone {
-        if let Some(tasks) = listeners.remove(&port) {
-            tasks.iter().for_each(tokio::task::JoinHandle::abort);
-            tracing::info!(port, "listener closed: no Gateway server on it any more");
-        }
+    for port in stale {
+        listeners.remove(&port);
+        tracing::info!(
+            port,
+            "listener closed: its Gateway servers changed or are gone"
+        );
     }
-    for (port, gateways) in wanted {
-        if listeners.contains_key(&port) {
+    for (port, served) in wanted {
+        if let Some(l) = listeners.get_mut(&port) {
+            l.served = served;
             continue;
         }
+        let acceptor = match &served.tls {
+            Some((key, server)) => match tls::server_config(key, server) {
+                Ok(config) => Some(tokio_rustls::TlsAcceptor::from(config)),
+                Err(e) => {
+                    tracing::error!("cannot serve HTTPS: {e}");
+                    continue;
+                }
+            },
+            None => None,
+        };
         match server::bind(port) {
             Ok(sockets) => {
                 let tasks = sockets
                     .into_iter()
-                    .map(|l| tokio::spawn(server::serve(l, port, proxy.clone())))
+                    .map(|l| tokio::spawn(server::serve(l, port, proxy.clone(), acceptor.clone())))
                     .collect();
-                listeners.insert(port, tasks);
-                tracing::info!(port, ?gateways, "listening");
+                tracing::info!(port, gateways = ?served.gateways, tls = acceptor.is_some(), "listening");
+                listeners.insert(port, Listener { served, tasks });
             }
-            Err(e) => tracing::error!(port, ?gateways, error = %e, "cannot listen"),
+            Err(e) => {
+                tracing::error!(port, gateways = ?served.gateways, error = %e, "cannot listen")
+            }
         }
     }
 }

@@ -7,7 +7,7 @@
 //! fault abort, redirect, direct response, CORS preflight, no healthy upstream) or hands
 //! the request to [`forward`] (pooled HTTP/1.1 and h2 clients, timeout, retries on other
 //! endpoints, `Upgrade` pass-through). [`server`] accepts connections (HTTP/1.1 and h2c on
-//! the same port), [`metrics`] counts and logs each request, [`gateway`] chooses which
+//! the same port; HTTPS through [`tls`]), [`metrics`] counts and logs each request, [`gateway`] chooses which
 //! `Gateway` servers to listen for.
 //!
 //! ## How the gateway enters the mesh
@@ -29,6 +29,7 @@ pub mod proxy;
 pub mod reply;
 pub mod routes;
 pub mod server;
+pub mod tls;
 
 /// The body type every response of the proxy carries (local replies, upstream bodies).
 pub type Body = http_body_util::combinators::BoxBody<bytes::Bytes, BoxError>;

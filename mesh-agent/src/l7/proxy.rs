@@ -36,6 +36,8 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// The listener's port (a Gateway server's port).
     pub port: u16,
+    /// `http`, or `https` when the listener terminated TLS.
+    pub scheme: &'static str,
 }
 
 /// Everything a request needs, shared by all listeners.
@@ -80,7 +82,7 @@ impl HttpProxy {
         let keys = self.entries(&table, conn.port);
         let l7_request = |entry| mesh_l7::Request {
             method: parts.method.as_str(),
-            scheme: "http",
+            scheme: conn.scheme,
             authority: &authority,
             path: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
             headers: &parts.headers,
@@ -135,7 +137,7 @@ impl HttpProxy {
             headers.insert(header::HOST, v);
         }
         append_forwarded_for(&mut headers, conn.peer);
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
         let h2 = (grpc && parts.version == Version::HTTP_2)
             || speaks_h2(&table, &forward.cluster.host, forward.cluster.port);
         let body = match RequestBody::prepare(body).await {

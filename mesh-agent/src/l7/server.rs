@@ -1,5 +1,5 @@
 //! The HTTP listeners: HTTP/1.1 (keep-alive, `Upgrade`) and h2c (prior knowledge) on the
-//! same port, told apart by hyper's auto builder; each request goes to
+//! same port, told apart by hyper's auto builder, optionally behind TLS; each request goes to
 //! [`HttpProxy::handle`](super::proxy::HttpProxy::handle).
 
 use std::convert::Infallible;
@@ -10,6 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use super::proxy::{Connection, HttpProxy};
 
@@ -42,8 +43,14 @@ fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Accepts connections on `listener` until the task is aborted; `port` is what requests
-/// report as theirs (the Gateway server's port).
-pub async fn serve(listener: TcpListener, port: u16, proxy: Arc<HttpProxy>) {
+/// report as theirs (the Gateway server's port). With `tls`, each connection is a TLS
+/// handshake first (HTTP/1.1 or h2 by ALPN).
+pub async fn serve(
+    listener: TcpListener,
+    port: u16,
+    proxy: Arc<HttpProxy>,
+    tls: Option<TlsAcceptor>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(a) => a,
@@ -56,17 +63,34 @@ pub async fn serve(listener: TcpListener, port: u16, proxy: Arc<HttpProxy>) {
         };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
-        let conn = Connection { peer, port };
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let conn = Connection { peer, port, scheme };
             let service = service_fn(move |req| {
                 let proxy = proxy.clone();
                 async move { Ok::<_, Infallible>(proxy.handle(req, conn).await) }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await
-            {
+            let served = match tls {
+                None => {
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await
+                }
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => {
+                        builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
             }
         });

@@ -53,8 +53,11 @@ fn ingress() -> BTreeMap<String, String> {
 fn http_servers_of_selecting_gateways_are_served_and_others_are_not() {
     let snap = snapshot();
     let ports = served_ports(&snap, &ingress());
+    assert!(ports.values().all(|p| p.tls.is_none()));
+    let gateways: BTreeMap<u16, Vec<String>> =
+        ports.into_iter().map(|(p, s)| (p, s.gateways)).collect();
     assert_eq!(
-        ports,
+        gateways,
         BTreeMap::from([
             (
                 8080,
@@ -71,6 +74,41 @@ fn http_servers_of_selecting_gateways_are_served_and_others_are_not() {
     assert_eq!(
         unserved(&snap, &ingress()),
         ["default/web port 8443 (HTTPS)"]
+    );
+}
+
+#[test]
+fn https_from_certificate_files_is_terminated() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: secure, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {mode: SIMPLE, serverCertificate: /etc/certs/cert.pem, privateKey: /etc/certs/key.pem}
+  - port: {number: 9443, name: passthrough, protocol: TLS}
+    hosts: ["*"]
+    tls: {mode: PASSTHROUGH}
+"#;
+    let loaded = mesh_config::load_str(yaml, None).unwrap_or_else(|e| panic!("{e}"));
+    let snap = Snapshot::build(&loaded).unwrap_or_else(|e| panic!("{e}"));
+    let ports = served_ports(&snap, &ingress());
+    assert_eq!(ports.keys().copied().collect::<Vec<_>>(), [8443]);
+    let (key, server) = ports[&8443].tls.clone().expect("TLS terminated on 8443");
+    assert_eq!(key, "default/secure");
+    // The files do not exist: the error names the Gateway, the port and the field.
+    let err = tls::server_config(&key, &server).expect_err("no such files");
+    let text = err.to_string();
+    assert!(
+        text.contains("Gateway default/secure port 8443: tls.serverCertificate"),
+        "{text}"
+    );
+    assert_eq!(
+        unserved(&snap, &ingress()),
+        ["default/secure port 9443 (TLS)"]
     );
 }
 
