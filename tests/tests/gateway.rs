@@ -84,6 +84,13 @@ spec:
 ---
 apiVersion: v1
 kind: Service
+metadata: {name: web-h2, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{name: http2, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
 metadata: {name: backend, namespace: default}
 spec:
   selector: {tier: backend}
@@ -142,6 +149,15 @@ spec:
   - match: [{headers: {end-user: {exact: jason}}}]
     route: [{destination: {host: hello, subset: v2}}]
   - route: [{destination: {host: hello, subset: v3}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: h2-edge, namespace: default}
+spec:
+  hosts: [h2.example.com]
+  gateways: [web-gateway]
+  http:
+  - route: [{destination: {host: web-h2}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -495,6 +511,15 @@ fn gateway_routes_by_path_and_header_with_faults_timeouts_and_websockets() -> Re
         "h2c through the gateway: {text} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // A Service port named `http2` is spoken to in HTTP/2 (h2c) by the gateway, whatever
+    // the client spoke; an `http` one in HTTP/1.1.
+    let (_, body) = lab.get("h2.example.com", "/", &[])?;
+    let json: Value = serde_json::from_str(&body)?;
+    assert_eq!(json["version"], "HTTP/2.0", "{json}");
+    let (_, body) = lab.get("edge.example.com", "/", &[])?;
+    let json: Value = serde_json::from_str(&body)?;
+    assert_eq!(json["version"], "HTTP/1.1", "{json}");
 
     // HTTPS: the gateway terminates TLS with the server's certificate files (ALPN h2).
     let cert = lab.config_dir.join("certs/cert.pem");

@@ -1,14 +1,15 @@
 //! `mesh-agent app http --listen ADDR --name NAME`: an HTTP/1.1 server that answers every
 //! request with a small JSON document naming itself and who called (the peer address it
 //! saw), so tests and the demo can see where a request went and from where it came; the
-//! request's headers are echoed too (what a proxy added or rewrote), and `?delay_ms=N`
+//! request's headers and HTTP version are echoed too (what a proxy added or rewrote; it
+//! speaks HTTP/1.1 and h2c), and `?delay_ms=N`
 //! makes it answer late (timeouts).
 use std::{convert::Infallible, net::SocketAddr};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, body::Incoming, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 pub async fn run(listen: SocketAddr, name: String) -> anyhow::Result<()> {
@@ -19,7 +20,8 @@ pub async fn run(listen: SocketAddr, name: String) -> anyhow::Result<()> {
         let name = name.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| answer(req, name.clone(), peer));
-            let _ = hyper::server::conn::http1::Builder::new()
+            // HTTP/1.1 and h2c (prior knowledge), as a gRPC-style backend takes them.
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
@@ -51,6 +53,7 @@ async fn answer(
         "path": req.uri().path(),
         "peer": peer.to_string(),
         "headers": headers,
+        "version": format!("{:?}", req.version()),
     });
     let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
     response.headers_mut().insert(
