@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use mesh_agent::{
     agent::{Agent, AgentConfig},
     api::{client::ApiClient, server},
-    app, demo,
+    app, demo, l7,
     pod::PodSpec,
     redirect,
 };
@@ -135,6 +135,27 @@ enum Command {
         /// Boxed: the largest part of `Run`, which dwarfs the other commands.
         #[command(flatten)]
         dns: Box<DnsArgs>,
+    },
+    /// The ingress gateway: serves the `Gateway` servers that select its labels, routing
+    /// by VirtualService. Run it inside an enrolled pod: the node agent carries its
+    /// upstream connections over HBONE.
+    Gateway {
+        /// Directory of Kubernetes and Istio YAML to load and watch for changes.
+        #[arg(long)]
+        config_dir: PathBuf,
+        /// The gateway workload's labels, matched by `Gateway.spec.selector`
+        /// (`key=value,key=value`).
+        #[arg(long, default_value = "istio=ingressgateway", value_parser = parse_labels)]
+        labels: std::collections::BTreeMap<String, String>,
+        /// The gateway's namespace (DestinationRule lookup, metrics labels).
+        #[arg(long, default_value = "istio-system")]
+        namespace: String,
+        /// The gateway's workload name (the `source_workload` of its metrics).
+        #[arg(long, default_value = "istio-ingressgateway")]
+        workload: String,
+        /// Serve `GET /metrics` and `GET /healthz/ready` here (e.g. 0.0.0.0:15020).
+        #[arg(long)]
+        metrics_addr: Option<SocketAddr>,
     },
     /// Remove an agent's pinned programs, maps and links, and its state.
     Uninstall {
@@ -286,6 +307,23 @@ async fn run(command: Command) -> Result<()> {
                 dns: (*dns).config(),
             };
             run_agent(paths, config, cleanup, metrics_addr).await
+        }
+        Command::Gateway {
+            config_dir,
+            labels,
+            namespace,
+            workload,
+            metrics_addr,
+        } => {
+            raise_fd_limit();
+            l7::gateway::run(l7::gateway::GatewayOptions {
+                config_dir,
+                labels,
+                namespace,
+                workload,
+                metrics_addr,
+            })
+            .await
         }
         Command::Validate { paths } => {
             let report = mesh_config::validate_paths(&paths);
@@ -446,6 +484,21 @@ fn parse_duration(input: &str) -> Result<std::time::Duration, String> {
     mesh_config::duration::IstioDuration::parse(input)
         .map(|d| d.0)
         .map_err(|e| e.to_string())
+}
+
+/// `--labels`: `key=value` pairs separated by commas.
+fn parse_labels(input: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    input
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| format!("{pair:?} is not key=value"))
+        })
+        .collect()
 }
 
 /// Every proxied connection costs the agent one or two descriptors: lift the soft limit

@@ -24,7 +24,8 @@ const APT_PACKAGES: &[&str] = &[
     "wrk",            // HTTP/1.1 load
     "bpftool",        // inspecting programs, maps and pins
     "tcpdump",        // captures on the lab bridge: what crosses between nodes
-    "openssl",        // s_client: hostile TLS clients against HBONE (15008)
+    "openssl",        // s_client: hostile TLS clients against HBONE (15008); test certificates
+    "python3",        // test servers and clients (http.server, the gateway's WebSocket echo)
     "ca-certificates",
     "dnsmasq-base",   // the upstream nameserver of the DNS tests (no system service)
     "bind9-dnsutils", // dig: an unmodified DNS client (UDP and TCP) in the DNS tests

@@ -1,0 +1,289 @@
+//! `mesh-agent gateway`: the ingress gateway. Loads the configuration with the same store
+//! and directory watcher as the node agent, rebuilds the routing table on every change,
+//! and listens on the ports of the `Gateway` servers that select it (its `--labels`,
+//! `istio: ingressgateway` by default) with protocol HTTP, HTTP2 or GRPC, and HTTPS with
+//! TLS terminated from certificate files (see [`super::tls`]). Listeners follow the
+//! configuration: a new server port is opened, a removed or changed one closed (and a
+//! changed one opened again). TLS passthrough, TCP servers and `credentialName` are not
+//! served yet (logged once per change).
+//!
+//! Run it inside an enrolled pod: see the module docs of [`crate::l7`] for why.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use mesh_config::istio::Server;
+use mesh_config::resolve::Protocol;
+use mesh_config::{ConfigStore, DirSource, Snapshot};
+use mesh_l7::TableOptions;
+
+use super::forward::Upstream;
+use super::metrics::{HttpMetrics, ProxyIdentity};
+use super::proxy::{EntryPoint, HttpProxy};
+use super::reply;
+use super::routes::Routes;
+use super::server;
+use super::tls;
+
+/// What `mesh-agent gateway` is given.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    pub config_dir: PathBuf,
+    /// The gateway workload's labels, which `Gateway.spec.selector` is matched against.
+    pub labels: BTreeMap<String, String>,
+    /// The gateway's namespace (DestinationRule lookup, `source_workload_namespace`).
+    pub namespace: String,
+    /// Its workload name (`source_workload`).
+    pub workload: String,
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// What one port serves: the Gateways with a server on it, and the TLS it terminates.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServedPort {
+    /// `namespace/name` of each selecting Gateway with a served server on the port.
+    pub gateways: Vec<String>,
+    /// The HTTPS server whose TLS settings the port terminates (its Gateway's key and the
+    /// server): the first one found; a port is plain HTTP or HTTPS, not both.
+    pub tls: Option<(String, Server)>,
+}
+
+/// Gateway servers this gateway serves, by port: HTTP, HTTP2 and GRPC servers, and HTTPS
+/// ones it can terminate, of the Gateways that select it.
+pub fn served_ports(
+    snapshot: &Snapshot,
+    labels: &BTreeMap<String, String>,
+) -> BTreeMap<u16, ServedPort> {
+    let mut ports: BTreeMap<u16, ServedPort> = BTreeMap::new();
+    for (key, gateway) in selecting(snapshot, labels) {
+        for server in gateway.servers.iter().filter(|s| serves(s)) {
+            let Ok(port) = u16::try_from(server.port.number) else {
+                continue;
+            };
+            let served = ports.entry(port).or_default();
+            if !served.gateways.contains(key) {
+                served.gateways.push(key.clone());
+            }
+            if tls::terminates(server) && served.tls.is_none() {
+                served.tls = Some((key.clone(), server.clone()));
+            }
+        }
+    }
+    ports
+}
+
+/// The Gateways (keys) a request on `port` may enter through.
+pub fn gateways_on_port(
+    snapshot: &Snapshot,
+    labels: &BTreeMap<String, String>,
+    port: u16,
+) -> Vec<String> {
+    selecting(snapshot, labels)
+        .filter(|(_, g)| {
+            g.servers
+                .iter()
+                .any(|s| s.port.number == u32::from(port) && serves(s))
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// Gateways whose selector is a subset of `labels` (Istio matches them in every namespace
+/// by default).
+fn selecting<'s>(
+    snapshot: &'s Snapshot,
+    labels: &'s BTreeMap<String, String>,
+) -> impl Iterator<Item = (&'s String, &'s Arc<mesh_config::snapshot::GatewayInfo>)> {
+    snapshot
+        .gateways
+        .iter()
+        .filter(move |(_, g)| g.selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
+/// HTTP, HTTP2, GRPC, and HTTPS with TLS settings this gateway terminates.
+fn serves(server: &Server) -> bool {
+    let protocol = server.port.protocol.as_deref().and_then(Protocol::parse);
+    match protocol {
+        Some(Protocol::Http | Protocol::Http2 | Protocol::Grpc) => true,
+        Some(Protocol::Https) => tls::terminates(server),
+        _ => false,
+    }
+}
+
+/// Servers selected but not served, to say so in the log.
+fn unserved(snapshot: &Snapshot, labels: &BTreeMap<String, String>) -> Vec<String> {
+    selecting(snapshot, labels)
+        .flat_map(|(key, g)| {
+            g.servers.iter().filter(|s| !serves(s)).map(move |s| {
+                format!(
+                    "{key} port {} ({})",
+                    s.port.number,
+                    s.port.protocol.as_deref().unwrap_or("no protocol")
+                )
+            })
+        })
+        .collect()
+}
+
+/// Runs the gateway until SIGINT or SIGTERM.
+pub async fn run(options: GatewayOptions) -> anyhow::Result<()> {
+    let store = Arc::new(ConfigStore::default());
+    let _source =
+        DirSource::spawn(options.config_dir.clone(), store.clone()).with_context(|| {
+            format!(
+                "watching the config directory {}",
+                options.config_dir.display()
+            )
+        })?;
+    let table_options = TableOptions {
+        proxy_namespace: Some(options.namespace.clone()),
+        ..TableOptions::default()
+    };
+    let routes = Routes::new(&store, table_options);
+    let follow = routes.follow(store.clone());
+    let proxy = Arc::new(HttpProxy {
+        routes: routes.clone(),
+        upstream: Upstream::default(),
+        metrics: HttpMetrics::default(),
+        identity: ProxyIdentity {
+            reporter: "source",
+            workload: options.workload.clone(),
+            namespace: options.namespace.clone(),
+        },
+        entry: EntryPoint::Gateway {
+            labels: options.labels.clone(),
+        },
+    });
+    if let Some(addr) = options.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics address {addr}"))?;
+        tokio::spawn(serve_admin(listener, proxy.clone()));
+    }
+
+    let mut listeners: BTreeMap<u16, Listener> = BTreeMap::new();
+    let mut changes = routes.subscribe();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tracing::info!(labels = ?options.labels, "gateway ready");
+    loop {
+        reconcile(&proxy, &options.labels, &mut listeners);
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            changed = changes.changed() => if changed.is_err() { break },
+        }
+    }
+    follow.abort();
+    drop(listeners);
+    Ok(())
+}
+
+/// A port's listener tasks and what they were opened for.
+struct Listener {
+    served: ServedPort,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+}
+
+/// Opens listeners for new server ports, closes those no Gateway server has any more, and
+/// reopens those whose TLS settings changed.
+fn reconcile(
+    proxy: &Arc<HttpProxy>,
+    labels: &BTreeMap<String, String>,
+    listeners: &mut BTreeMap<u16, Listener>,
+) {
+    let table = proxy.routes.table();
+    let wanted = served_ports(table.snapshot(), labels);
+    let skipped = unserved(table.snapshot(), labels);
+    if !skipped.is_empty() {
+        tracing::warn!(servers = ?skipped, "Gateway servers not served (HTTP, HTTP2, GRPC and HTTPS from certificate files are)");
+    }
+    let stale: BTreeSet<u16> = listeners
+        .iter()
+        .filter(|(port, l)| wanted.get(port).is_none_or(|w| w.tls != l.served.tls))
+        .map(|(port, _)| *port)
+        .collect();
+    for port in stale {
+        listeners.remove(&port);
+        tracing::info!(
+            port,
+            "listener closed: its Gateway servers changed or are gone"
+        );
+    }
+    for (port, served) in wanted {
+        if let Some(l) = listeners.get_mut(&port) {
+            l.served = served;
+            continue;
+        }
+        let acceptor = match &served.tls {
+            Some((key, server)) => match tls::server_config(key, server) {
+                Ok(config) => Some(tokio_rustls::TlsAcceptor::from(config)),
+                Err(e) => {
+                    tracing::error!("cannot serve HTTPS: {e}");
+                    continue;
+                }
+            },
+            None => None,
+        };
+        match server::bind(port) {
+            Ok(sockets) => {
+                let tasks = sockets
+                    .into_iter()
+                    .map(|l| tokio::spawn(server::serve(l, port, proxy.clone(), acceptor.clone())))
+                    .collect();
+                tracing::info!(port, gateways = ?served.gateways, tls = acceptor.is_some(), "listening");
+                listeners.insert(port, Listener { served, tasks });
+            }
+            Err(e) => {
+                tracing::error!(port, gateways = ?served.gateways, error = %e, "cannot listen")
+            }
+        }
+    }
+}
+
+/// `GET /metrics` (Prometheus) and `GET /healthz/ready`.
+async fn serve_admin(listener: tokio::net::TcpListener, proxy: Arc<HttpProxy>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let proxy = proxy.clone();
+                async move {
+                    let (status, body) = match (req.method(), req.uri().path()) {
+                        (&Method::GET, "/metrics") => (StatusCode::OK, proxy.metrics.render()),
+                        (&Method::GET, "/healthz/ready") => (StatusCode::OK, String::new()),
+                        _ => (
+                            StatusCode::NOT_FOUND,
+                            "GET /metrics or /healthz/ready\n".into(),
+                        ),
+                    };
+                    let mut r = Response::new(reply::full(body));
+                    *r.status_mut() = status;
+                    Ok::<_, std::convert::Infallible>(r)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;
