@@ -229,8 +229,19 @@ fn service_connections_spread_evenly_and_skip_dead_endpoints() -> Result<()> {
         "{outcome}"
     );
 
-    // n2p1's server dies; its pod stays enrolled and listed.
+    // n2p1's server dies; its pod stays enrolled and listed. (A connection that was being
+    // served when it died is reset, as without a mesh; the rounds start once it is gone.)
     servers[1].kill()?;
+    wait_for("the killed server to stop listening", || {
+        let closed = mesh.pod(2, 1).run(|| {
+            std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+                Duration::from_millis(200),
+            )
+            .is_err()
+        })?;
+        Ok(closed)
+    })?;
     let outcome = rounds(&mesh, &script, 150)?;
     assert_eq!(outcome["failed"], 0, "{outcome}");
     assert_eq!(outcome["counts"][&web_pods[0]], 150, "{outcome}");

@@ -157,12 +157,17 @@ impl Pending {
         }
         let mut flight = vec![0u8; FIRST_FLIGHT];
         let peeked = client.peek(&mut flight).await.map_err(ProxyError::Copy)?;
+        // A peer that refuses may close the stream before the flight goes out: its answer,
+        // awaited below, then says why (a refusal another endpoint may not give).
+        let mut unsent = None;
         if peeked > 0 {
             flight.truncate(peeked);
-            send.send_data(Bytes::from(flight), false)
-                .map_err(|e| ProxyError::Copy(super::stream::h2_io(e)))?;
+            unsent = send.send_data(Bytes::from(flight), false).err();
         }
         let recv = response.await?;
+        if let Some(e) = unsent {
+            return Err(ProxyError::Copy(super::stream::h2_io(e)));
+        }
         discard(client, peeked).await?;
         Ok((recv, peeked as u64))
     }
