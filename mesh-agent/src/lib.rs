@@ -15,3 +15,5 @@ pub mod pod;
 pub mod proxy;
 pub mod redirect;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;

@@ -42,22 +42,16 @@ pub fn entry_for(
     let ip = original.ip();
     let entry = snapshot.service_entries.values().find(|entry| {
         (entry.vip == ip && entry.resolution != Resolution::None)
-            || entry.addresses.iter().any(|a| contains(a, ip))
+            || entry
+                .addresses
+                .iter()
+                .any(|a| IpBlock::value_contains(a, ip))
     })?;
     let port = entry
         .ports
         .iter()
         .find(|p| p.number == u32::from(original.port()));
     Some((entry, port))
-}
-
-fn contains(address: &str, ip: IpAddr) -> bool {
-    match address.parse::<IpAddr>() {
-        Ok(exact) => exact == ip,
-        Err(_) => address
-            .parse::<IpBlock>()
-            .is_ok_and(|block| block.contains(ip)),
-    }
 }
 
 /// Decides where a connection to `entry` goes; `position` turns the round robin.
@@ -170,11 +164,7 @@ pub async fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn snapshot(yaml: &str) -> Snapshot {
-        let loaded = mesh_config::load_str(yaml, None).expect("test YAML loads");
-        Snapshot::build(&loaded).expect("test YAML builds")
-    }
+    use crate::test_support::snapshot;
 
     const ENTRIES: &str = r#"
 apiVersion: networking.istio.io/v1

@@ -5,10 +5,7 @@ use mesh_config::Snapshot;
 
 use super::{Answer, resolve};
 
-fn snapshot(yaml: &str) -> Snapshot {
-    let loaded = mesh_config::load_str(yaml, None).expect("test YAML loads");
-    Snapshot::build(&loaded).expect("test YAML builds")
-}
+use crate::test_support::snapshot;
 
 const YAML: &str = r#"
 apiVersion: v1

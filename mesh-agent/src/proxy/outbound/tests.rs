@@ -7,10 +7,7 @@ use mesh_identity::SpiffeId;
 use super::{Plan, Protocol, plan};
 use crate::proxy::{error::ProxyError, lb::Balancer, local::LocalPods};
 
-fn snapshot(yaml: &str) -> Snapshot {
-    let loaded = mesh_config::load_str(yaml, None).expect("test YAML loads");
-    Snapshot::build(&loaded).expect("test YAML builds")
-}
+use crate::test_support::snapshot;
 
 fn decide(snap: &Snapshot, balancer: &Balancer, dst: &str) -> Result<Plan, ProxyError> {
     let dst: SocketAddr = dst.parse().expect("test address");
