@@ -9,6 +9,7 @@ pub mod app;
 pub mod demo;
 pub mod dns;
 pub mod enrollment;
+pub mod handoff;
 pub mod l7;
 pub mod launch;
 pub mod pod;

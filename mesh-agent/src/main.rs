@@ -153,6 +153,39 @@ enum Command {
         /// The gateway's workload name (the `source_workload` of its metrics).
         #[arg(long, default_value = "istio-ingressgateway")]
         workload: String,
+        /// SPIFFE trust domain of workload identities (principals in metrics).
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        /// Serve `GET /metrics` and `GET /healthz/ready` here (e.g. 0.0.0.0:15020).
+        #[arg(long)]
+        metrics_addr: Option<SocketAddr>,
+    },
+    /// A waypoint: L7 routing and AuthorizationPolicy for the Services bound to it with
+    /// `istio.io/use-waypoint`. Run it inside an enrolled pod labelled
+    /// `gateway.networking.k8s.io/gateway-name=<name>`: the node agent terminates HBONE
+    /// there and hands each connection over on 127.0.0.1:15088.
+    Waypoint {
+        /// Directory of Kubernetes and Istio YAML to load and watch for changes.
+        #[arg(long)]
+        config_dir: PathBuf,
+        /// The waypoint's Gateway (class `istio-waypoint`).
+        #[arg(long, default_value = "waypoint")]
+        name: String,
+        /// The namespace of that Gateway and of this pod.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// The workload name in metrics (default: the waypoint's name).
+        #[arg(long)]
+        workload: Option<String>,
+        /// SPIFFE trust domain of workload identities.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        /// Istio's root namespace: mesh-wide AuthorizationPolicies.
+        #[arg(long, default_value = "istio-system")]
+        root_namespace: String,
+        /// Where the node agent hands connections over.
+        #[arg(long, default_value_t = l7::waypoint::WaypointOptions::default_listen())]
+        listen: SocketAddr,
         /// Serve `GET /metrics` and `GET /healthz/ready` here (e.g. 0.0.0.0:15020).
         #[arg(long)]
         metrics_addr: Option<SocketAddr>,
@@ -313,6 +346,7 @@ async fn run(command: Command) -> Result<()> {
             labels,
             namespace,
             workload,
+            trust_domain,
             metrics_addr,
         } => {
             raise_fd_limit();
@@ -321,6 +355,30 @@ async fn run(command: Command) -> Result<()> {
                 labels,
                 namespace,
                 workload,
+                trust_domain,
+                metrics_addr,
+            })
+            .await
+        }
+        Command::Waypoint {
+            config_dir,
+            name,
+            namespace,
+            workload,
+            trust_domain,
+            root_namespace,
+            listen,
+            metrics_addr,
+        } => {
+            raise_fd_limit();
+            l7::waypoint::run(l7::waypoint::WaypointOptions {
+                config_dir,
+                workload: workload.unwrap_or_else(|| name.clone()),
+                name,
+                namespace,
+                trust_domain,
+                root_namespace,
+                listen,
                 metrics_addr,
             })
             .await

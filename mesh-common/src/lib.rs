@@ -12,6 +12,10 @@ pub const OUTBOUND_PORT: u16 = 15001;
 pub const INBOUND_PLAINTEXT_PORT: u16 = 15006;
 /// HBONE (HTTP/2 CONNECT over mutual TLS). Never steered by `sk_lookup`.
 pub const HBONE_PORT: u16 = 15008;
+/// A waypoint's hand-off listener (127.0.0.1, in the waypoint pod): the node agent passes
+/// it the HBONE streams addressed to the Services the waypoint serves, PROXY protocol v2
+/// first (Istio's `PROXY/15088` waypoint binding).
+pub const WAYPOINT_HANDOFF_PORT: u16 = 15088;
 /// Admin API.
 pub const ADMIN_PORT: u16 = 15000;
 /// Prometheus metrics.

@@ -42,6 +42,8 @@ pub struct GatewayOptions {
     pub namespace: String,
     /// Its workload name (`source_workload`).
     pub workload: String,
+    /// The mesh's trust domain (principals in metrics).
+    pub trust_domain: String,
     pub metrics_addr: Option<SocketAddr>,
 }
 
@@ -156,6 +158,7 @@ pub async fn run(options: GatewayOptions) -> anyhow::Result<()> {
             reporter: "source",
             workload: options.workload.clone(),
             namespace: options.namespace.clone(),
+            trust_domain: options.trust_domain.clone(),
         },
         entry: EntryPoint::Gateway {
             labels: options.labels.clone(),
@@ -254,7 +257,7 @@ fn reconcile(
 }
 
 /// `GET /metrics` (Prometheus) and `GET /healthz/ready`.
-async fn serve_admin(listener: tokio::net::TcpListener, proxy: Arc<HttpProxy>) {
+pub(super) async fn serve_admin(listener: tokio::net::TcpListener, proxy: Arc<HttpProxy>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;

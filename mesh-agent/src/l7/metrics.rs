@@ -17,12 +17,17 @@ use prometheus_client::registry::Registry;
 /// Istio's standard request labels (the ones this proxy knows).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// `source` at a gateway (Istio's gateways report as the source), `waypoint` later.
+    /// `source` at a gateway (Istio's gateways report as the source), `waypoint` at a
+    /// waypoint.
     pub reporter: &'static str,
+    /// The client at a waypoint; the gateway itself at a gateway.
     pub source_workload: String,
     pub source_workload_namespace: String,
+    /// `cluster.local/ns/x/sa/y`, `unknown` when the client is not a mesh workload.
+    pub source_principal: String,
     pub destination_workload: String,
     pub destination_workload_namespace: String,
+    pub destination_principal: String,
     /// The destination host (FQDN), or `unknown` when nothing was routed.
     pub destination_service: String,
     pub destination_service_name: String,
@@ -44,20 +49,31 @@ fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS_MS)
 }
 
+/// Buckets for `istio_request_bytes` / `istio_response_bytes` (powers of ten, 1 B to 10 MB).
+const SIZE_BUCKETS: [f64; 8] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7];
+
+fn size_histogram() -> Histogram {
+    Histogram::new(SIZE_BUCKETS)
+}
+
+type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
+
 /// The proxy's registry.
 pub struct HttpMetrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    durations: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    durations: HistogramFamily,
+    request_bytes: HistogramFamily,
+    response_bytes: HistogramFamily,
 }
 
 impl Default for HttpMetrics {
     fn default() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
-        let durations = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            duration_histogram,
-        );
+        let durations = HistogramFamily::new_with_constructor(duration_histogram);
+        let request_bytes = HistogramFamily::new_with_constructor(size_histogram);
+        let response_bytes = HistogramFamily::new_with_constructor(size_histogram);
         // prometheus-client appends `_total` to counters.
         registry.register("istio_requests", "Requests handled", requests.clone());
         registry.register(
@@ -65,10 +81,22 @@ impl Default for HttpMetrics {
             "Time to the response headers",
             durations.clone(),
         );
+        registry.register(
+            "istio_request_bytes",
+            "Request body sizes (Content-Length, or the body read for a retry)",
+            request_bytes.clone(),
+        );
+        registry.register(
+            "istio_response_bytes",
+            "Response body sizes (Content-Length of the response)",
+            response_bytes.clone(),
+        );
         HttpMetrics {
             registry,
             requests,
             durations,
+            request_bytes,
+            response_bytes,
         }
     }
 }
@@ -83,12 +111,14 @@ impl HttpMetrics {
     }
 }
 
-/// Who this proxy is, for the `source_*` labels.
+/// Who this proxy is, for the `source_*` labels (at a gateway).
 #[derive(Debug, Clone)]
 pub struct ProxyIdentity {
     pub reporter: &'static str,
     pub workload: String,
     pub namespace: String,
+    /// The mesh's trust domain: principals are `<trust-domain>/ns/x/sa/y`.
+    pub trust_domain: String,
 }
 
 /// One request's telemetry, recorded on drop.
@@ -104,6 +134,11 @@ pub struct RequestRecord<'a> {
     /// `HTTP/1.1`, `HTTP/2`.
     pub version: &'static str,
     pub request_id: String,
+    /// Body sizes, when known (`Content-Length`, or a body read whole).
+    pub request_bytes: Option<u64>,
+    pub response_bytes: Option<u64>,
+    /// The trace this request belongs to (W3C / B3).
+    pub trace_id: Option<u128>,
     pub status: u16,
     pub flags: Option<mesh_l7::ResponseFlag>,
     /// `namespace/name` of the VirtualService that routed it.
@@ -112,6 +147,12 @@ pub struct RequestRecord<'a> {
     pub service: Option<String>,
     /// `namespace/name` of the endpoint's workload.
     pub workload: Option<String>,
+    /// The endpoint workload's principal.
+    pub destination_principal: Option<String>,
+    /// (namespace, name) of the client's workload, at a waypoint.
+    pub source: Option<(String, String)>,
+    /// The client's principal, at a waypoint.
+    pub source_principal: Option<String>,
     /// The address the last attempt went to.
     pub upstream: Option<String>,
     pub attempts: u32,
@@ -130,11 +171,17 @@ impl<'a> RequestRecord<'a> {
             protocol: "http",
             version: "HTTP/1.1",
             request_id: String::new(),
+            trace_id: None,
+            request_bytes: None,
+            response_bytes: None,
             status: 0,
             flags: None,
             route: None,
             service: None,
             workload: None,
+            destination_principal: None,
+            source: None,
+            source_principal: None,
             upstream: None,
             attempts: 0,
         }
@@ -150,12 +197,21 @@ impl<'a> RequestRecord<'a> {
             (Some(n), Some(ns)) if self.service.is_some() => (n.to_string(), ns.to_string()),
             _ => (unknown(), unknown()),
         };
+        let (source_ns, source) = match &self.source {
+            Some((ns, name)) => (ns.clone(), name.clone()),
+            None => (
+                self.identity.namespace.clone(),
+                self.identity.workload.clone(),
+            ),
+        };
         RequestLabels {
             reporter: self.identity.reporter,
-            source_workload: self.identity.workload.clone(),
-            source_workload_namespace: self.identity.namespace.clone(),
+            source_workload: source,
+            source_workload_namespace: source_ns,
+            source_principal: self.source_principal.clone().unwrap_or_else(unknown),
             destination_workload: workload,
             destination_workload_namespace: workload_ns,
+            destination_principal: self.destination_principal.clone().unwrap_or_else(unknown),
             destination_service: service,
             destination_service_name: name,
             destination_service_namespace: ns,
@@ -183,6 +239,18 @@ impl Drop for RequestRecord<'_> {
             .durations
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64() * 1000.0);
+        if let Some(bytes) = self.request_bytes {
+            self.metrics
+                .request_bytes
+                .get_or_create(&labels)
+                .observe(bytes as f64);
+        }
+        if let Some(bytes) = self.response_bytes {
+            self.metrics
+                .response_bytes
+                .get_or_create(&labels)
+                .observe(bytes as f64);
+        }
         tracing::info!(
             target: "access",
             method = %self.method,
@@ -198,6 +266,7 @@ impl Drop for RequestRecord<'_> {
             attempts = self.attempts,
             downstream_remote_address = %self.peer,
             x_request_id = %self.request_id,
+            trace_id = %self.trace_id.map_or_else(|| "-".to_string(), |t| format!("{t:032x}")),
             "request"
         );
     }

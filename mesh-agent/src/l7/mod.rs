@@ -1,6 +1,8 @@
-//! The HTTP proxy that acts on `mesh-l7`'s decisions: the ingress gateway today
-//! (`mesh-agent gateway`), the waypoint next (same server and forwarder, other listeners
-//! and the `mesh` gateway name).
+//! The HTTP proxy that acts on `mesh-l7`'s decisions: the ingress gateway
+//! (`mesh-agent gateway`) and the waypoint (`mesh-agent waypoint`), the same server and
+//! forwarder with other listeners: a gateway serves its `Gateway` servers' ports, a
+//! waypoint the connections its node agent hands over ([`waypoint`]), routed with the
+//! VirtualServices bound to `mesh` and its AuthorizationPolicies enforced.
 //!
 //! Per request: [`proxy`] reads the request into `mesh_l7::Request`, asks the current
 //! [`routes::Routes`] table to `decide`, then either answers locally ([`reply`]: no route,
@@ -10,7 +12,7 @@
 //! the same port; HTTPS through [`tls`]), [`metrics`] counts and logs each request, [`gateway`] chooses which
 //! `Gateway` servers to listen for.
 //!
-//! ## How the gateway enters the mesh
+//! ## How the gateway and the waypoint enter the mesh
 //!
 //! The gateway does not speak HBONE itself (yet). It runs as a process inside an enrolled
 //! pod (its own workload, labelled `istio: ingressgateway`, with its own service account),
@@ -20,7 +22,8 @@
 //! so policy and telemetry on the destination see the gateway's identity. One consequence:
 //! the agent accepts the connect locally, so an endpoint that refuses shows here as a
 //! connection closed before any response byte; the forwarder reports that as a connect
-//! failure (`UF`), which is what it is underneath.
+//! failure (`UF`), which is what it is underneath. A waypoint's upstream connections go
+//! the same way, with the waypoint's identity.
 
 pub mod forward;
 pub mod gateway;
@@ -30,6 +33,8 @@ pub mod reply;
 pub mod routes;
 pub mod server;
 pub mod tls;
+pub mod trace;
+pub mod waypoint;
 
 /// The body type every response of the proxy carries (local replies, upstream bodies).
 pub type Body = http_body_util::combinators::BoxBody<bytes::Bytes, BoxError>;

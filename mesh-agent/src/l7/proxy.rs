@@ -1,7 +1,7 @@
 //! One request through the proxy: read it into `mesh_l7::Request`, pick the entry (which
 //! Gateway it came through), `decide`, then answer locally or forward, applying the
 //! decision's delay, rewrites, header operations and response headers; `x-request-id`
-//! is created when absent. The phases are in [`HttpProxy::handle`]; the I/O is in
+//! is created when absent, and the trace context continued or started ([`super::trace`]). The phases are in [`HttpProxy::handle`]; the I/O is in
 //! [`super::forward`] and the answers in [`super::reply`].
 
 use std::collections::BTreeMap;
@@ -12,6 +12,7 @@ use std::time::Instant;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, Version};
 use hyper::body::Incoming;
+use mesh_config::authz::PolicyScope;
 use mesh_config::resolve::Protocol;
 use mesh_l7::action::Mirror;
 use mesh_l7::{Decision, Entry, LocalReply, ResponseFlag, RouteTable, Source};
@@ -28,16 +29,31 @@ pub enum EntryPoint {
     /// An ingress gateway with these labels: the `Gateway` objects selecting it that have
     /// a server on the request's port.
     Gateway { labels: BTreeMap<String, String> },
+    /// The waypoint `namespace/name`: mesh traffic (VirtualServices bound to `mesh`) for
+    /// the Service each connection was addressed to, its AuthorizationPolicies enforced.
+    Waypoint { namespace: String, name: String },
 }
 
 /// What the server knows of a connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Connection {
+    /// The client: its pod's address at a waypoint (from the hand-off).
     pub peer: SocketAddr,
-    /// The listener's port (a Gateway server's port).
+    /// The listener's port (a Gateway server's port), or the Service port at a waypoint.
     pub port: u16,
     /// `http`, or `https` when the listener terminated TLS.
     pub scheme: &'static str,
+    /// At a waypoint: what the node agent handed over with the connection.
+    pub mesh: Option<Arc<MeshConnection>>,
+}
+
+/// A connection a waypoint took over from the node agent.
+#[derive(Debug)]
+pub struct MeshConnection {
+    /// The Service VIP and port the client connected to.
+    pub destination: SocketAddr,
+    /// The client's identity, verified by the agent's mutual TLS.
+    pub identity: Option<mesh_identity::SpiffeId>,
 }
 
 /// Everything a request needs, shared by all listeners.
@@ -75,11 +91,26 @@ impl HttpProxy {
             }
         };
         record.request_id = request_id;
+        record.trace_id =
+            Some(super::trace::continue_or_start(&mut parts.headers, &mut rng).trace_id);
         let authority = authority_of(&parts);
         record.authority = authority.clone();
 
         let table = self.routes.table();
-        let keys = self.entries(&table, conn.port);
+        let snapshot = table.snapshot();
+        let mesh = conn.mesh.as_deref();
+        // At a waypoint: the Service asked for, and who asked (identity from the agent's
+        // TLS, labels from the configuration).
+        let service = mesh.and_then(|m| snapshot.service_by_vip(m.destination.ip()));
+        let principal = mesh
+            .and_then(|m| m.identity.as_ref())
+            .map(mesh_identity::SpiffeId::principal);
+        let client_workload = mesh.and_then(|_| snapshot.workload_by_ip(conn.peer.ip()));
+        record.source = client_workload.map(|w| (w.namespace.clone(), w.name.clone()));
+        record.source_principal = principal.clone();
+        // At a waypoint the Service is known before routing: local answers (faults, policy
+        // denials) are reported against it too.
+        record.service = service.map(|s| s.hostname.clone());
         let l7_request = |entry| mesh_l7::Request {
             method: parts.method.as_str(),
             scheme: conn.scheme,
@@ -87,20 +118,56 @@ impl HttpProxy {
             path: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
             headers: &parts.headers,
             port: conn.port,
-            service: None,
+            service: service.map(|s| s.hostname.as_str()),
             source: Source {
+                namespace: mesh
+                    .and_then(|m| m.identity.as_ref())
+                    .map(|id| id.namespace.as_str())
+                    .or(client_workload.map(|w| w.namespace.as_str())),
+                labels: client_workload.map(|w| &w.labels),
+                principal: principal.as_deref(),
                 ip: Some(conn.peer.ip().to_canonical()),
-                ..Source::default()
             },
             entry,
         };
-        // The first Gateway on this port whose routes take the request (several Gateway
-        // objects may share a port, each binding its own VirtualServices).
-        let entry = keys
-            .iter()
-            .map(|k| Entry::Gateway(k))
-            .find(|e| table.route(&l7_request(*e)).is_ok())
-            .or_else(|| keys.first().map(|k| Entry::Gateway(k)));
+        let keys = self.entries(&table, conn.port);
+        let entry = match &self.entry {
+            // The first Gateway on this port whose routes take the request (several Gateway
+            // objects may share a port, each binding its own VirtualServices).
+            EntryPoint::Gateway { .. } => keys
+                .iter()
+                .map(|k| Entry::Gateway(k))
+                .find(|e| table.route(&l7_request(*e)).is_ok())
+                .or_else(|| keys.first().map(|k| Entry::Gateway(k))),
+            EntryPoint::Waypoint { namespace, name } => {
+                let Some(service) = service else {
+                    return local_answer(
+                        &mut record,
+                        &LocalReply::for_flag(ResponseFlag::NoRoute),
+                        grpc,
+                    );
+                };
+                let scope = PolicyScope::Waypoint {
+                    namespace,
+                    name,
+                    service: Some((&service.namespace, &service.name)),
+                };
+                let destination = mesh.map_or(conn.peer, |m| m.destination);
+                let asked = l7_request(Entry::Mesh);
+                match table.authorize(&scope, &asked, (destination.ip(), destination.port())) {
+                    Ok(allowed) => {
+                        if let Some(policy) = allowed.audit {
+                            tracing::info!(%policy, path = %record.path, "request audited");
+                        }
+                    }
+                    Err(denied) => {
+                        tracing::info!(policy = %denied.policy, reason = ?denied.reason, path = %record.path, "request denied by AuthorizationPolicy");
+                        return local_answer(&mut record, &denied.reply(), grpc);
+                    }
+                }
+                Some(Entry::Mesh)
+            }
+        };
         let Some(entry) = entry else {
             return local_answer(
                 &mut record,
@@ -140,8 +207,14 @@ impl HttpProxy {
         headers.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
         let h2 = (grpc && parts.version == Version::HTTP_2)
             || speaks_h2(&table, &forward.cluster.host, forward.cluster.port);
+        record.request_bytes = content_length(&parts.headers);
         let body = match RequestBody::prepare(body).await {
-            Ok(b) => b,
+            Ok(b) => {
+                if let RequestBody::Replayable(bytes) = &b {
+                    record.request_bytes = Some(bytes.len() as u64);
+                }
+                b
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "the client's request body ended early");
                 record.status = 400;
@@ -186,6 +259,18 @@ impl HttpProxy {
                 done.result
             }
         };
+        record.destination_principal = record
+            .workload
+            .as_deref()
+            .and_then(|key| snapshot.workloads.get(key))
+            .map(|w| {
+                mesh_identity::SpiffeId::new(
+                    &self.identity.trust_domain,
+                    &w.namespace,
+                    &w.service_account,
+                )
+                .principal()
+            });
         match result {
             Ok(mut response) => {
                 if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
@@ -193,6 +278,7 @@ impl HttpProxy {
                 }
                 forward.apply_response_headers(response.headers_mut());
                 record.status = response.status().as_u16();
+                record.response_bytes = content_length(response.headers());
                 response
             }
             Err(flag) => {
@@ -250,6 +336,7 @@ impl HttpProxy {
             EntryPoint::Gateway { labels } => {
                 super::gateway::gateways_on_port(table.snapshot(), labels, port)
             }
+            EntryPoint::Waypoint { .. } => Vec::new(),
         }
     }
 }
@@ -263,8 +350,16 @@ fn shadow_host(host: &str) -> String {
 fn local_answer(record: &mut RequestRecord, r: &LocalReply, grpc: bool) -> Response<Body> {
     let response = reply::local(r, grpc);
     record.status = response.status().as_u16();
+    record.response_bytes = content_length(response.headers()).or(Some(r.body.len() as u64));
     record.flags = r.flag.or(record.flags);
     response
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 /// `:authority` (h2) or `Host` (HTTP/1.1).

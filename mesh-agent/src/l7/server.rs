@@ -9,6 +9,7 @@ use std::sync::Arc;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -66,33 +67,38 @@ pub async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             let scheme = if tls.is_some() { "https" } else { "http" };
-            let conn = Connection { peer, port, scheme };
-            let service = service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(req, conn).await) }
-            });
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let served = match tls {
-                None => {
-                    builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await
-                }
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(stream) => {
-                        builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .await
-                    }
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                },
+            let conn = Connection {
+                peer,
+                port,
+                scheme,
+                mesh: None,
             };
-            if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            match tls {
+                None => serve_http(stream, conn, proxy).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => serve_http(stream, conn, proxy).await,
+                    Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                },
             }
         });
+    }
+}
+
+/// Serves one client connection (HTTP/1.1 with upgrades, or h2c) until it ends.
+pub async fn serve_http<I>(io: I, conn: Connection, proxy: Arc<HttpProxy>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = conn.peer;
+    let service = service_fn(move |req| {
+        let proxy = proxy.clone();
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, conn).await) }
+    });
+    let served = auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .await;
+    if let Err(e) = served {
+        tracing::debug!(%peer, error = %e, "client connection ended with an error");
     }
 }

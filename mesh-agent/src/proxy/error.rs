@@ -16,6 +16,13 @@ pub enum ProxyError {
     PortNotInService { service: String, port: u16 },
     #[error("{service}: no ready endpoint")]
     NoEndpoint { service: String },
+    #[error("{service}: its waypoint {waypoint} has no pod with an address")]
+    NoWaypoint { service: String, waypoint: String },
+    #[error("{target} is not a Service waypoint {waypoint} serves")]
+    NotThisWaypoint {
+        target: SocketAddr,
+        waypoint: String,
+    },
     #[error("{service}: no container port named {name:?} on {endpoint}")]
     NoTargetPort {
         service: String,
@@ -67,6 +74,8 @@ impl ProxyError {
             ProxyError::Loop(_) => "loop",
             ProxyError::PortNotInService { .. } => "port_not_in_service",
             ProxyError::NoEndpoint { .. } => "no_endpoint",
+            ProxyError::NoWaypoint { .. } => "no_waypoint",
+            ProxyError::NotThisWaypoint { .. } => "not_this_waypoint",
             ProxyError::NoTargetPort { .. } => "no_target_port",
             ProxyError::Resolve { .. } => "dns_failed",
             ProxyError::Connect { source, .. } => match source.kind() {
@@ -97,8 +106,9 @@ impl ProxyError {
             | ProxyError::PortNotInService { .. }
             | ProxyError::NoTargetPort { .. }
             | ProxyError::BadRequest(_)
-            | ProxyError::NotThisPod(_) => "NR",
-            ProxyError::NoEndpoint { .. } => "UH",
+            | ProxyError::NotThisPod(_)
+            | ProxyError::NotThisWaypoint { .. } => "NR",
+            ProxyError::NoEndpoint { .. } | ProxyError::NoWaypoint { .. } => "UH",
             ProxyError::Resolve { .. } => "DF",
             ProxyError::Connect { .. }
             | ProxyError::Tls { .. }

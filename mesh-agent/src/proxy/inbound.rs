@@ -3,6 +3,7 @@
 //! pod's identity (the client must present a mesh certificate); per CONNECT stream: the
 //! target must be this pod's address, `AuthorizationPolicy` must allow the client's
 //! identity, then the agent connects to the application from inside the pod and copies.
+//! A waypoint's pod also takes streams for the Services bound to it (see `waypoint`).
 use std::{net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
@@ -82,18 +83,24 @@ async fn handle_stream(
         }
     };
     guard.set_destination(target);
-    if !pod.pod_ips.contains(&target.ip()) {
+    let snapshot = node.config.snapshot();
+    let to_waypoint = !pod.pod_ips.contains(&target.ip());
+    if to_waypoint && let Err(e) = super::waypoint::serves(&snapshot, &pod, target) {
         refuse(&mut respond, 400);
-        guard.fail(&ProxyError::NotThisPod(target));
+        guard.fail(&e);
         return;
     }
-    let snapshot = node.config.snapshot();
     if let Err(e) = policy::check(&snapshot, &pod, Some(&client), peer, target) {
         refuse(&mut respond, 401);
         guard.fail(&e);
         return;
     }
-    let mut upstream = match super::transparent::connect_as(&pod, peer.ip(), target).await {
+    let connected = if to_waypoint {
+        super::waypoint::hand_off(&pod, peer, &client, target).await
+    } else {
+        super::transparent::connect_as(&pod, peer.ip(), target).await
+    };
+    let mut upstream = match connected {
         Ok(stream) => stream,
         Err(e) => {
             refuse(&mut respond, 503);

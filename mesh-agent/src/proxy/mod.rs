@@ -5,6 +5,7 @@
 //! * `inbound_passthrough`: 15006, plaintext steered by `sk_lookup` (PeerAuthentication
 //!   decides whether it is accepted);
 //! * `hbone`: the wire protocol (client, server, stream copy); `pool`: tunnel reuse;
+//! * `waypoint`: HBONE streams for a Service, at its waypoint's pod, handed to the waypoint;
 //! * `lb`: which endpoint of a Service; `copy`: plaintext splice copy; `error`: what can
 //!   go wrong, typed.
 pub mod copy;
@@ -19,6 +20,7 @@ pub mod outbound;
 pub mod policy;
 pub mod pool;
 pub mod transparent;
+pub mod waypoint;
 
 use std::{collections::BTreeMap, future::Future, net::SocketAddr, sync::Arc};
 

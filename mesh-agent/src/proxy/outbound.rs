@@ -4,15 +4,22 @@
 //! Decide, then act: [`plan`] turns the original destination and the configuration
 //! snapshot into where to connect (a Service VIP becomes one of its endpoints, anything
 //! else passes through) and how: over HBONE (mutual TLS, the destination's expected
-//! identity) when the destination is a mesh workload, in plain TCP otherwise. The accept
-//! loop carries the plan out.
+//! identity) when the destination is a mesh workload, in plain TCP otherwise. A Service
+//! bound to a waypoint (`istio.io/use-waypoint`) is reached through one of the waypoint's
+//! pods instead: HBONE to the waypoint, CONNECT to the Service's VIP and port, and the
+//! waypoint picks the endpoint (unless the client is that waypoint: its own upstream
+//! connections go to endpoints, never back to itself). The accept loop carries the plan
+//! out.
 use std::{
     net::{IpAddr, SocketAddr},
     sync::Arc,
     time::Instant,
 };
 
-use mesh_config::Snapshot;
+use mesh_config::{
+    Snapshot,
+    snapshot::{ServiceInfo, WaypointRef},
+};
 use mesh_identity::SpiffeId;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -29,7 +36,8 @@ use crate::telemetry::connections::{ConnectionGuard, Direction, Security};
 /// Where and how an outbound connection goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// The address to reach: a Service's chosen endpoint, or the original destination.
+    /// The address to reach: a Service's chosen endpoint, or the original destination (a
+    /// Service VIP and port through a waypoint, as the CONNECT target).
     pub target: SocketAddr,
     /// The Service FQDN when the original destination was its VIP.
     pub service: Option<String>,
@@ -42,15 +50,49 @@ pub enum Protocol {
     Tcp,
     /// A mesh workload: HBONE to the target's 15008, which must prove this identity.
     Hbone(SpiffeId),
+    /// The Service's waypoint: HBONE to the 15008 of the waypoint pod at `address`, which
+    /// must prove `identity`, with the Service's VIP and port as the CONNECT target.
+    Waypoint { identity: SpiffeId, address: IpAddr },
+}
+
+impl Plan {
+    /// What this attempt tries: the endpoint (the target), or the waypoint pod's HBONE
+    /// port. A failed attempt ejects it and the next attempt avoids it.
+    pub fn dialled(&self) -> SocketAddr {
+        match &self.protocol {
+            Protocol::Waypoint { address, .. } => {
+                SocketAddr::new(*address, mesh_common::HBONE_PORT)
+            }
+            _ => self.target,
+        }
+    }
+
+    /// Where the HBONE tunnel goes: port 15008 of the target or of the waypoint pod.
+    pub fn hbone_peer(&self) -> SocketAddr {
+        let ip = match &self.protocol {
+            Protocol::Waypoint { address, .. } => *address,
+            _ => self.target.ip(),
+        };
+        SocketAddr::new(ip, mesh_common::HBONE_PORT)
+    }
+}
+
+/// The client pod, as far as the plan cares: a waypoint's own pods are not sent back to it.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    pub namespace: &'a str,
+    pub labels: &'a std::collections::BTreeMap<String, String>,
 }
 
 /// Decides what to do with a connection whose original destination is `original`, after
 /// failing to reach the endpoints in `tried`.
+#[allow(clippy::too_many_arguments)]
 pub fn plan(
     snapshot: &Snapshot,
     balancer: &Balancer,
     local: &LocalPods,
     trust_domain: &str,
+    client: Client,
     original: SocketAddr,
     tried: &[SocketAddr],
 ) -> Result<Plan, ProxyError> {
@@ -60,6 +102,19 @@ pub fn plan(
     let (target, service) = match snapshot.service_by_vip(original.ip()) {
         None => (original, None),
         Some(service) => {
+            if let Some(waypoint) = &service.waypoint
+                && !waypoint.runs_on(client.namespace, client.labels)
+            {
+                return through_waypoint(
+                    snapshot,
+                    balancer,
+                    trust_domain,
+                    service,
+                    waypoint,
+                    original,
+                    tried,
+                );
+            }
             let now = Instant::now();
             let preference = Preference {
                 position: balancer.next(&service.hostname),
@@ -79,6 +134,47 @@ pub fn plan(
         target,
         service,
         protocol,
+    })
+}
+
+/// HBONE to one of the waypoint's pods (round robin, skipping those tried and, while
+/// others remain, those ejected), the Service's VIP and port as the target.
+fn through_waypoint(
+    snapshot: &Snapshot,
+    balancer: &Balancer,
+    trust_domain: &str,
+    service: &ServiceInfo,
+    waypoint: &WaypointRef,
+    original: SocketAddr,
+    tried: &[SocketAddr],
+) -> Result<Plan, ProxyError> {
+    let key = waypoint.key();
+    let mut pods: Vec<_> = snapshot
+        .waypoint_workloads(waypoint)
+        .into_iter()
+        .filter_map(|w| Some((w.address?, w)))
+        .filter(|(ip, _)| !tried.contains(&SocketAddr::new(*ip, mesh_common::HBONE_PORT)))
+        .collect();
+    let now = Instant::now();
+    let healthy =
+        |ip: &IpAddr| !balancer.is_ejected(SocketAddr::new(*ip, mesh_common::HBONE_PORT), now);
+    if pods.iter().any(|(ip, _)| healthy(ip)) {
+        pods.retain(|(ip, _)| healthy(ip));
+    }
+    if pods.is_empty() {
+        return Err(ProxyError::NoWaypoint {
+            service: service.hostname.clone(),
+            waypoint: key,
+        });
+    }
+    let (address, pod) = pods[balancer.next(&key) % pods.len()];
+    Ok(Plan {
+        target: original,
+        service: Some(service.hostname.clone()),
+        protocol: Protocol::Waypoint {
+            identity: SpiffeId::new(trust_domain, &pod.namespace, &pod.service_account),
+            address,
+        },
     })
 }
 
@@ -155,6 +251,10 @@ async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
             &node.balancer,
             &node.local,
             &node.trust_domain,
+            Client {
+                namespace: &pod.namespace,
+                labels: &pod.labels,
+            },
             original,
             &tried,
         );
@@ -166,26 +266,31 @@ async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
                 return;
             }
         };
-        guard.set_upstream(plan.service.clone(), plan.target);
-        if let Protocol::Hbone(identity) = &plan.protocol {
-            guard.set_destination_principal(identity.principal());
-        }
+        guard.set_upstream(plan.service.clone(), plan.dialled());
         let connected = match &plan.protocol {
             Protocol::Tcp => super::connect_in_pod(&pod, plan.target)
                 .await
                 .map(Upstream::Tcp),
-            Protocol::Hbone(identity) => {
-                connect_hbone(&client, &pod, plan.target, identity.clone())
-                    .await
-                    .map(Upstream::Hbone)
+            Protocol::Hbone(identity) | Protocol::Waypoint { identity, .. } => {
+                guard.set_destination_principal(identity.principal());
+                connect_hbone(
+                    &client,
+                    &pod,
+                    plan.hbone_peer(),
+                    plan.target,
+                    identity.clone(),
+                )
+                .await
+                .map(Upstream::Hbone)
             }
         };
         match connected {
             Ok(upstream) => return carry(client, upstream, guard).await,
             Err(e) if plan.service.is_some() && retryable(&e) && tried.len() + 1 < MAX_ATTEMPTS => {
-                tracing::debug!(pod = %pod.pod, endpoint = %plan.target, error = %e, "endpoint ejected, trying the next one");
-                node.balancer.eject(plan.target, Instant::now());
-                tried.push(plan.target);
+                let dialled = plan.dialled();
+                tracing::debug!(pod = %pod.pod, endpoint = %dialled, error = %e, "endpoint ejected, trying the next one");
+                node.balancer.eject(dialled, Instant::now());
+                tried.push(dialled);
                 last_failure = Some(e);
             }
             Err(e) => {
@@ -246,16 +351,17 @@ async fn carry(mut client: TcpStream, upstream: Upstream, mut guard: ConnectionG
     }
 }
 
-/// Opens an HBONE stream to `target` through the pool and gets the peer's answer, the
-/// client's first flight riding behind the CONNECT.
+/// Opens an HBONE stream through the tunnel to `peer` (a workload's or a waypoint's
+/// 15008) for `target`, from the pool, and gets the peer's answer, the client's first
+/// flight riding behind the CONNECT.
 async fn connect_hbone(
     client: &TcpStream,
     pod: &PodProxy,
+    peer: SocketAddr,
     target: SocketAddr,
     destination: SpiffeId,
 ) -> Result<HboneStream, ProxyError> {
     let node = &pod.node;
-    let peer = SocketAddr::new(target.ip(), mesh_common::HBONE_PORT);
     let key = PoolKey {
         source: pod.identity.clone(),
         destination,

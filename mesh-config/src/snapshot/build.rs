@@ -21,6 +21,10 @@ pub const DATAPLANE_MODE: &str = "istio.io/dataplane-mode";
 pub const ISTIO_INJECTION: &str = "istio-injection";
 /// Label binding a Service or namespace to a waypoint.
 pub const USE_WAYPOINT: &str = "istio.io/use-waypoint";
+/// Label naming the waypoint's namespace when it is not the Service's.
+pub const USE_WAYPOINT_NAMESPACE: &str = "istio.io/use-waypoint-namespace";
+/// Label Istio puts on the pods of a Gateway API Gateway (waypoints included): its name.
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 /// EndpointSlice label naming its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -333,16 +337,8 @@ fn build_services(objects: &[&LoadedObject], mesh: &MeshOptions, snap: &mut Snap
             slices.get(&key).map(Vec::as_slice).unwrap_or_default(),
             &snap.workloads,
         );
-        let waypoint = svc
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(USE_WAYPOINT).cloned())
-            .or_else(|| {
-                snap.namespaces
-                    .get(&ns)
-                    .and_then(|n| n.labels.get(USE_WAYPOINT).cloned())
-            });
+        let namespace_labels = snap.namespaces.get(&ns).map(|n| &n.labels);
+        let waypoint = waypoint_binding(svc.metadata.labels.as_ref(), namespace_labels, &ns);
         let info = ServiceInfo {
             name,
             namespace: ns,
@@ -357,6 +353,33 @@ fn build_services(objects: &[&LoadedObject], mesh: &MeshOptions, snap: &mut Snap
         };
         snap.services.insert(hostname, Arc::new(info));
     }
+}
+
+/// The waypoint a Service is bound to: its own `istio.io/use-waypoint` label, else its
+/// namespace's; `none` on the Service opts it out of a namespace's waypoint. The
+/// waypoint's namespace is `istio.io/use-waypoint-namespace` next to the label used, else
+/// the Service's.
+fn waypoint_binding(
+    service_labels: Option<&BTreeMap<String, String>>,
+    namespace_labels: Option<&BTreeMap<String, String>>,
+    service_namespace: &str,
+) -> Option<WaypointRef> {
+    let labels = [service_labels, namespace_labels]
+        .into_iter()
+        .flatten()
+        .find(|l| l.contains_key(USE_WAYPOINT))?;
+    let name = labels.get(USE_WAYPOINT)?;
+    if name == "none" || name.is_empty() {
+        return None;
+    }
+    let namespace = labels
+        .get(USE_WAYPOINT_NAMESPACE)
+        .cloned()
+        .unwrap_or_else(|| service_namespace.to_string());
+    Some(WaypointRef {
+        namespace,
+        name: name.clone(),
+    })
 }
 
 /// `clusterIP: None` (Kubernetes' spelling of a headless Service).

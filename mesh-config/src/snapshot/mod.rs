@@ -12,8 +12,9 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use build::{
-    BuildError, BuildOptions, DATAPLANE_MODE, ISTIO_INJECTION, SERVICE_NAME_LABEL, USE_WAYPOINT,
-    resolve_virtual_service, service_endpoints,
+    BuildError, BuildOptions, DATAPLANE_MODE, GATEWAY_NAME_LABEL, ISTIO_INJECTION,
+    SERVICE_NAME_LABEL, USE_WAYPOINT, USE_WAYPOINT_NAMESPACE, resolve_virtual_service,
+    service_endpoints,
 };
 pub use vip::allocate_vips;
 
@@ -76,8 +77,9 @@ pub struct ServiceInfo {
     pub ports: Vec<ServicePortInfo>,
     pub selector: BTreeMap<String, String>,
     pub endpoints: Vec<Endpoint>,
-    /// `istio.io/use-waypoint` of the Service (or its namespace).
-    pub waypoint: Option<String>,
+    /// The waypoint its traffic goes through: `istio.io/use-waypoint` of the Service (or
+    /// its namespace).
+    pub waypoint: Option<WaypointRef>,
     /// Whether endpoints on the client's own node come first (or alone).
     pub locality: Locality,
 }
@@ -222,6 +224,27 @@ pub struct PolicyInfo<S> {
     pub spec: S,
 }
 
+/// A waypoint named by `istio.io/use-waypoint`: a Gateway of class `istio-waypoint`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct WaypointRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl WaypointRef {
+    /// `namespace/name`, the key of [`Snapshot::waypoints`].
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Whether `workload` is one of this waypoint's pods (Istio labels them with the
+    /// Gateway's name).
+    pub fn runs_on(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        namespace == self.namespace
+            && labels.get(GATEWAY_NAME_LABEL).map(String::as_str) == Some(self.name.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WaypointInfo {
     pub name: String,
@@ -257,6 +280,35 @@ impl Snapshot {
     pub fn workload_by_ip(&self, ip: IpAddr) -> Option<&Workload> {
         let key = self.workloads_by_ip.get(&ip)?;
         self.workloads.get(key).map(Arc::as_ref)
+    }
+
+    /// The pods of waypoint `waypoint` that have an address, when the waypoint (its
+    /// Gateway of class `istio-waypoint`) exists.
+    pub fn waypoint_workloads(&self, waypoint: &WaypointRef) -> Vec<&Workload> {
+        if !self.waypoints.contains_key(&waypoint.key()) {
+            return Vec::new();
+        }
+        self.workloads
+            .values()
+            .filter(|w| w.address.is_some() && waypoint.runs_on(&w.namespace, &w.labels))
+            .map(Arc::as_ref)
+            .collect()
+    }
+
+    /// The waypoint `labels` in `namespace` make a pod of, if it is one that exists.
+    pub fn waypoint_of_pod(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Option<WaypointRef> {
+        let name = labels.get(GATEWAY_NAME_LABEL)?;
+        let waypoint = WaypointRef {
+            namespace: namespace.to_string(),
+            name: name.clone(),
+        };
+        self.waypoints
+            .contains_key(&waypoint.key())
+            .then_some(waypoint)
     }
 
     /// The VirtualServices that apply to `fqdn` (exact host first, then wildcards).

@@ -4,10 +4,20 @@ use std::net::SocketAddr;
 use mesh_config::Snapshot;
 use mesh_identity::SpiffeId;
 
-use super::{Plan, Protocol, plan};
+use super::{Client, Plan, Protocol, plan};
 use crate::proxy::{error::ProxyError, lb::Balancer, local::LocalPods};
 
 use crate::test_support::snapshot;
+
+/// A client pod in `default` with no labels.
+fn anyone() -> Client<'static> {
+    static NO_LABELS: std::collections::BTreeMap<String, String> =
+        std::collections::BTreeMap::new();
+    Client {
+        namespace: "default",
+        labels: &NO_LABELS,
+    }
+}
 
 fn decide(snap: &Snapshot, balancer: &Balancer, dst: &str) -> Result<Plan, ProxyError> {
     let dst: SocketAddr = dst.parse().expect("test address");
@@ -16,6 +26,7 @@ fn decide(snap: &Snapshot, balancer: &Balancer, dst: &str) -> Result<Plan, Proxy
         balancer,
         &LocalPods::default(),
         "cluster.local",
+        anyone(),
         dst,
         &[],
     )
@@ -181,6 +192,7 @@ fn pods_enrolled_on_this_node_are_mesh_workloads_without_configuration() {
         &Balancer::default(),
         &local,
         "cluster.local",
+        anyone(),
         dst,
         &[],
     )
@@ -199,7 +211,7 @@ fn targets(
     let dst: SocketAddr = dst.parse().expect("test address");
     (0..n)
         .map(|_| {
-            plan(snap, balancer, local, "cluster.local", dst, tried)
+            plan(snap, balancer, local, "cluster.local", anyone(), dst, tried)
                 .map(|p| p.target.to_string())
                 .unwrap_or_else(|e| e.reason().to_string())
         })
@@ -297,4 +309,155 @@ fn services_that_ask_for_it_prefer_or_keep_to_this_node() {
         fallback.iter().all(|t| t.starts_with("198.18.2.")),
         "{fallback:?}"
     );
+}
+
+/// `reviews` bound to the waypoint `waypoint` in `default`, which runs two pods.
+const WAYPOINT: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: default, labels: {istio.io/waypoint-for: service}}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: waypoint-1
+  namespace: default
+  labels: {gateway.networking.k8s.io/gateway-name: waypoint}
+spec:
+  serviceAccountName: waypoint
+  containers: [{name: istio-proxy, image: proxy}]
+status: {podIP: 198.18.4.1}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: waypoint-2
+  namespace: default
+  labels: {gateway.networking.k8s.io/gateway-name: waypoint}
+spec:
+  serviceAccountName: waypoint
+  containers: [{name: istio-proxy, image: proxy}]
+status: {podIP: 198.18.4.2}
+"#;
+
+fn with_label(services: &str, label: &str) -> String {
+    services.replacen(
+        "metadata: {name: reviews, namespace: default}",
+        &format!("metadata: {{name: reviews, namespace: default, labels: {{{label}}}}}"),
+        1,
+    )
+}
+
+#[test]
+fn a_service_bound_to_a_waypoint_is_reached_through_its_pods() {
+    let yaml = with_label(REVIEWS, "istio.io/use-waypoint: waypoint");
+    let snap = snapshot(&format!("{yaml}---{WAYPOINT}"));
+    let balancer = Balancer::default();
+    let first = decide(&snap, &balancer, "198.19.0.10:9080").unwrap();
+    let second = decide(&snap, &balancer, "198.19.0.10:9080").unwrap();
+    // The CONNECT names the Service's VIP and port: the waypoint chooses the endpoint.
+    assert_eq!(first.target, "198.19.0.10:9080".parse().unwrap());
+    let identity = SpiffeId::new("cluster.local", "default", "waypoint");
+    let mut dialled = vec![first.dialled().to_string(), second.dialled().to_string()];
+    dialled.sort();
+    assert_eq!(dialled, ["198.18.4.1:15008", "198.18.4.2:15008"]);
+    assert!(
+        matches!(first.protocol, Protocol::Waypoint { identity: ref id, .. } if *id == identity)
+    );
+    // Services without the label still go straight to an endpoint.
+    let ratings = decide(&snap, &balancer, "198.19.0.11:9080").unwrap();
+    assert!(ratings.target.to_string().starts_with("198.18.2.2"));
+}
+
+#[test]
+fn the_waypoint_itself_goes_to_the_endpoints() {
+    let yaml = with_label(REVIEWS, "istio.io/use-waypoint: waypoint");
+    let snap = snapshot(&format!("{yaml}---{WAYPOINT}"));
+    let labels = [(
+        "gateway.networking.k8s.io/gateway-name".to_string(),
+        "waypoint".to_string(),
+    )]
+    .into();
+    let waypoint = Client {
+        namespace: "default",
+        labels: &labels,
+    };
+    let dst = "198.19.0.10:9080".parse().unwrap();
+    let planned = plan(
+        &snap,
+        &Balancer::default(),
+        &LocalPods::default(),
+        "cluster.local",
+        waypoint,
+        dst,
+        &[],
+    )
+    .unwrap();
+    assert!(planned.target.to_string().starts_with("198.18.2.1"));
+    // A pod of that name in another namespace is not the waypoint.
+    let elsewhere = Client {
+        namespace: "shop",
+        ..waypoint
+    };
+    let planned = plan(
+        &snap,
+        &Balancer::default(),
+        &LocalPods::default(),
+        "cluster.local",
+        elsewhere,
+        dst,
+        &[],
+    )
+    .unwrap();
+    assert!(matches!(planned.protocol, Protocol::Waypoint { .. }));
+}
+
+#[test]
+fn namespace_labels_bind_and_use_waypoint_none_opts_out() {
+    let namespace = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: default, labels: {istio.io/use-waypoint: waypoint}}
+---
+"#;
+    let snap = snapshot(&format!("{namespace}{REVIEWS}---{WAYPOINT}"));
+    let bound = decide(&snap, &Balancer::default(), "198.19.0.11:9080").unwrap();
+    assert!(matches!(bound.protocol, Protocol::Waypoint { .. }));
+    let opted_out = with_label(REVIEWS, "istio.io/use-waypoint: none");
+    let snap = snapshot(&format!("{namespace}{opted_out}---{WAYPOINT}"));
+    let direct = decide(&snap, &Balancer::default(), "198.19.0.10:9080").unwrap();
+    assert!(direct.target.to_string().starts_with("198.18.2.1"));
+}
+
+#[test]
+fn a_waypoint_that_does_not_exist_fails_closed_and_tried_pods_are_skipped() {
+    // Bound, but no Gateway of class istio-waypoint: nothing to send it to.
+    let yaml = with_label(REVIEWS, "istio.io/use-waypoint: missing");
+    let snap = snapshot(&format!("{yaml}---{WAYPOINT}"));
+    let err = decide(&snap, &Balancer::default(), "198.19.0.10:9080").unwrap_err();
+    assert_eq!(err.reason(), "no_waypoint");
+    assert_eq!(err.response_flag(), "UH");
+
+    let yaml = with_label(REVIEWS, "istio.io/use-waypoint: waypoint");
+    let snap = snapshot(&format!("{yaml}---{WAYPOINT}"));
+    let tried = ["198.18.4.1:15008".parse().unwrap()];
+    let balancer = Balancer::default();
+    let local = LocalPods::default();
+    let dst = "198.19.0.10:9080".parse().unwrap();
+    for _ in 0..3 {
+        let planned = plan(
+            &snap,
+            &balancer,
+            &local,
+            "cluster.local",
+            anyone(),
+            dst,
+            &tried,
+        )
+        .unwrap();
+        assert_eq!(planned.dialled().to_string(), "198.18.4.2:15008");
+    }
 }
