@@ -33,7 +33,7 @@ const WORKLOADS: [Workload<'static>; 8] = [
         node: 1,
         pod: 2,
         service_account: "bookinfo-reviews",
-        labels: &[("app", "reviews"), ("version", "v1")],
+        labels: &[("app", "reviews"), ("version", "v1"), ("tier", "flaky")],
     },
     Workload {
         node: 2,
@@ -63,7 +63,8 @@ const WORKLOADS: [Workload<'static>; 8] = [
         node: 2,
         pod: 4,
         service_account: "intruder",
-        labels: &[("app", "intruder")],
+        // No server listens here: as an endpoint of `flaky` it refuses every connection.
+        labels: &[("app", "intruder"), ("tier", "flaky")],
     },
 ];
 
@@ -128,9 +129,66 @@ spec:
 "#;
 
 const REVIEWS_VIP: &str = "198.19.77.10";
+const HASHED_VIP: &str = "198.19.77.14";
+const FLAKY_VIP: &str = "198.19.77.15";
+const SLOW_VIP: &str = "198.19.77.16";
 const RATINGS_VIP: &str = "198.19.77.11";
 const DETAILS_VIP: &str = "198.19.77.12";
 const DIRECT_VIP: &str = "198.19.77.13";
+
+/// Traffic policies at the waypoint: consistent hashing on a header, retries past an
+/// endpoint that refuses, a route timeout.
+const RESILIENCE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: hashed, namespace: default}
+spec:
+  clusterIP: 198.19.77.14
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080, targetPort: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: hashed, namespace: default}
+spec:
+  host: hashed
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpHeaderName: x-user}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: flaky, namespace: default}
+spec:
+  clusterIP: 198.19.77.15
+  selector: {tier: flaky}
+  ports: [{name: http, port: 9080, targetPort: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: flaky, namespace: default}
+spec:
+  hosts: [flaky]
+  http:
+  - route: [{destination: {host: flaky}}]
+    retries: {attempts: 3, retryOn: "connect-failure,refused-stream,reset,503"}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: slow, namespace: default}
+spec:
+  clusterIP: 198.19.77.16
+  selector: {app: ratings}
+  ports: [{name: http, port: 9080, targetPort: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: slow, namespace: default}
+spec:
+  hosts: [slow]
+  http:
+  - route: [{destination: {host: slow}}]
+    timeout: 500ms
+"#;
 
 /// Who may call reviews, attached to the Service (enforced by its waypoint): the sleep
 /// workload, reading only, never under `/admin`.
@@ -551,6 +609,46 @@ fn the_waypoint_enforces_l7_policy_for_the_clients_identity() -> Result<()> {
     let total = |m: &str| counter(m, "istio_requests_total", &[("reporter", "waypoint")]);
     assert_eq!(total(&lab.waypoint_metrics()?), total(&before));
 
+    lab.passed = true;
+    Ok(())
+}
+
+/// Consistent hashing keeps a user on one pod, retries get past an endpoint that refuses,
+/// and a route timeout answers 504, all decided at the waypoint.
+#[test]
+fn the_waypoint_hashes_retries_and_times_out() -> Result<()> {
+    let mut lab = WaypointLab::start(&[("resilience.yaml", RESILIENCE.to_string())])?;
+
+    for user in ["alice", "bob", "carol", "dave"] {
+        let header = format!("x-user: {user}");
+        let served = lab.served_by(HASHED_VIP, 20, &[&header])?;
+        assert!(served.iter().all(|s| *s == served[0]), "{user}: {served:?}");
+    }
+
+    // Half of `flaky`'s endpoints refuse; every request still succeeds on the other.
+    let served = lab.served_by(FLAKY_VIP, 30, &[])?;
+    assert!(served.iter().all(|s| s == "reviews-v1"), "{served:?}");
+
+    let (status, body) = lab.get(CLIENT, SLOW_VIP, "/ratings/0?delay_ms=2000", &[])?;
+    assert_eq!((status, body.as_str()), (504, "upstream request timeout"));
+    assert_eq!(lab.get(CLIENT, SLOW_VIP, "/ratings/0", &[])?.0, 200);
+
+    let metrics = lab.waypoint_metrics()?;
+    let retried_ok = counter(
+        &metrics,
+        "istio_requests_total",
+        &[
+            ("destination_service", "flaky.default.svc.cluster.local"),
+            ("response_code", "200"),
+        ],
+    );
+    assert_eq!(retried_ok, 30, "{metrics}");
+    let timed_out = counter(
+        &metrics,
+        "istio_requests_total",
+        &[("response_code", "504"), ("response_flags", "UT")],
+    );
+    assert_eq!(timed_out, 1);
     lab.passed = true;
     Ok(())
 }
