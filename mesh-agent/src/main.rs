@@ -271,6 +271,23 @@ enum AppCommand {
         #[arg(long)]
         name: String,
     },
+    /// gRPC server: the standard health service (unary Check, server-streaming Watch).
+    Grpc {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        name: String,
+    },
+    /// gRPC client: Check (or Watch for N messages) a service; prints the outcome as JSON.
+    GrpcClient {
+        /// e.g. http://198.19.0.10:9090
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value = "")]
+        service: String,
+        #[arg(long)]
+        watch: Option<usize>,
+    },
     /// TCP client: send N pattern bytes to an echo server, half-close, verify the echo.
     TcpClient {
         #[arg(long)]
@@ -486,6 +503,16 @@ async fn run(command: Command) -> Result<()> {
         Command::App { app } => match app {
             AppCommand::Echo { listen } => app::echo::run(listen).await,
             AppCommand::Http { listen, name } => app::http::run(listen, name).await,
+            AppCommand::Grpc { listen, name } => app::grpc::serve(listen, name).await,
+            AppCommand::GrpcClient {
+                target,
+                service,
+                watch,
+            } => {
+                let outcome = app::grpc::call(target, service, watch).await?;
+                println!("{}", serde_json::to_string(&outcome)?);
+                Ok(())
+            }
             AppCommand::TcpClient {
                 connect,
                 bytes,

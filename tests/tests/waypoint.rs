@@ -14,8 +14,9 @@ use serde_json::Value;
 const CLIENT: (usize, usize) = (1, 1);
 const WAYPOINT: (usize, usize) = (2, 1);
 const INTRUDER: (usize, usize) = (2, 4);
+const GATEWAY: (usize, usize) = (1, 5);
 
-const WORKLOADS: [Workload<'static>; 8] = [
+const WORKLOADS: [Workload<'static>; 9] = [
     Workload {
         node: 1,
         pod: 1,
@@ -65,6 +66,12 @@ const WORKLOADS: [Workload<'static>; 8] = [
         service_account: "intruder",
         // No server listens here: as an endpoint of `flaky` it refuses every connection.
         labels: &[("app", "intruder"), ("tier", "flaky")],
+    },
+    Workload {
+        node: 1,
+        pod: 5,
+        service_account: "ingressgateway",
+        labels: &[("istio", "ingressgateway")],
     },
 ];
 
@@ -190,6 +197,38 @@ spec:
     timeout: 500ms
 "#;
 
+/// A gRPC service (the details pod also runs a gRPC server) behind the waypoint, and the
+/// ingress gateway routing gRPC to it.
+const GRPC: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: health, namespace: default}
+spec:
+  clusterIP: 198.19.77.17
+  selector: {app: details}
+  ports: [{name: grpc, port: 9090, targetPort: 9090}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: grpc-gateway, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: grpc, protocol: GRPC}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: health-edge, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [grpc-gateway]
+  http:
+  - route: [{destination: {host: health, port: {number: 9090}}}]
+"#;
+
+const HEALTH_VIP: &str = "198.19.77.17";
+
 /// Who may call reviews, attached to the Service (enforced by its waypoint): the sleep
 /// workload, reading only, never under `/admin`.
 const REVIEWS_POLICY: &str = r#"
@@ -239,7 +278,7 @@ impl Drop for WaypointLab {
 
 impl WaypointLab {
     fn start(extra: &[(&str, String)]) -> Result<WaypointLab> {
-        let mesh = Mesh::start(2, 4)?;
+        let mesh = Mesh::start(2, 5)?;
         let id = mesh.lab.id().to_string();
         let mut lab = WaypointLab {
             config_dir: std::env::temp_dir().join(format!("mesh-test-{id}-waypoint-config")),
@@ -649,6 +688,77 @@ fn the_waypoint_hashes_retries_and_times_out() -> Result<()> {
         &[("response_code", "504"), ("response_flags", "UT")],
     );
     assert_eq!(timed_out, 1);
+    lab.passed = true;
+    Ok(())
+}
+
+/// gRPC unary and server-streaming calls, with their statuses and trailers, through the
+/// waypoint (mesh traffic to the Service) and through the ingress gateway.
+#[test]
+fn grpc_calls_pass_through_the_waypoint_and_the_gateway() -> Result<()> {
+    let mut lab = WaypointLab::start(&[("grpc.yaml", GRPC.to_string())])?;
+    let details = WORKLOADS[6];
+    let grpc = lab.mesh.serve_in_pod(
+        details.node,
+        details.pod,
+        &["grpc", "--listen", "0.0.0.0:9090", "--name", "details"],
+        9090,
+    )?;
+    let log = std::fs::File::create(lab.log.with_extension("gateway.log"))?;
+    let mut gateway = lab.mesh.pod(GATEWAY.0, GATEWAY.1).command(agent_bin());
+    gateway
+        .args(["gateway", "--namespace", "default", "--config-dir"])
+        .arg(&lab.config_dir)
+        .stdout(Stdio::null())
+        .stderr(log);
+    let gateway = lab.mesh.lab.spawn(&mut gateway)?;
+    lab._children.extend([grpc, gateway]);
+
+    let call = |target: &str, args: &[&str]| -> Result<Value> {
+        let bin = agent_bin();
+        let bin = bin.to_string_lossy();
+        let mut all = vec![&*bin, "app", "grpc-client", "--target", target];
+        all.extend_from_slice(args);
+        let out = lab.mesh.run_in_pod(CLIENT.0, CLIENT.1, all[0], &all[1..])?;
+        ensure!(
+            out.status.success(),
+            "grpc-client: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let waypoint = format!("http://{HEALTH_VIP}:9090");
+    let gateway = format!("http://{}:8080", lab.mesh.pod(GATEWAY.0, GATEWAY.1).ip());
+    wait_for("the gateway to route gRPC", || {
+        Ok(call(&gateway, &[]).is_ok_and(|v| v["code"] == 0))
+    })?;
+    for target in [&waypoint, &gateway] {
+        // Unary: OK with its message.
+        let ok = call(target, &["--service", "details"])?;
+        assert_eq!(ok["code"], 0, "{target}: {ok}");
+        assert_eq!(ok["statuses"], serde_json::json!(["SERVING"]));
+        // Unary ending in an error status (in the trailers of an HTTP 200 response).
+        let missing = call(target, &["--service", "nope"])?;
+        assert_eq!(
+            missing["code"], 5,
+            "{target}: NOT_FOUND expected: {missing}"
+        );
+        // Server streaming: message after message on one stream.
+        let watched = call(target, &["--service", "flapping", "--watch", "4"])?;
+        assert_eq!(watched["code"], 0, "{target}: {watched}");
+        let statuses = watched["statuses"].as_array().map_or(0, Vec::len);
+        assert_eq!(statuses, 4, "{target}: {watched}");
+    }
+    let metrics = lab.waypoint_metrics()?;
+    let grpc_requests = counter(
+        &metrics,
+        "istio_requests_total",
+        &[
+            ("request_protocol", "grpc"),
+            ("destination_service", "health.default.svc.cluster.local"),
+        ],
+    );
+    assert!(grpc_requests >= 3, "{metrics}");
     lab.passed = true;
     Ok(())
 }
