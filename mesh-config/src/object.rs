@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
@@ -38,6 +38,8 @@ pub enum Object {
     AuthorizationPolicy(istio::AuthorizationPolicy),
     /// `gateway.networking.k8s.io` Gateway.
     K8sGateway(istio::K8sGateway),
+    /// Read for Istio's mesh configuration (`istio-system/istio`); others are kept unused.
+    ConfigMap(ConfigMap),
 }
 
 /// Which kind of object, without the object.
@@ -60,6 +62,7 @@ pub enum Kind {
     PeerAuthentication,
     AuthorizationPolicy,
     K8sGateway,
+    ConfigMap,
 }
 
 impl Kind {
@@ -82,6 +85,7 @@ impl Kind {
             Kind::WorkloadEntry => "WorkloadEntry",
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::ConfigMap => "ConfigMap",
         }
     }
 
@@ -99,6 +103,7 @@ impl Kind {
             ("", "Service") => Kind::Service,
             ("", "Endpoints") => Kind::Endpoints,
             ("", "Pod") => Kind::Pod,
+            ("", "ConfigMap") => Kind::ConfigMap,
             ("discovery.k8s.io", "EndpointSlice") => Kind::EndpointSlice,
             ("apps", "Deployment") => Kind::Deployment,
             ("apps", "StatefulSet") => Kind::StatefulSet,
@@ -207,6 +212,7 @@ impl Object {
             Kind::PeerAuthentication => Object::PeerAuthentication(decode_typed(value, ignored)?),
             Kind::AuthorizationPolicy => Object::AuthorizationPolicy(decode_typed(value, ignored)?),
             Kind::K8sGateway => Object::K8sGateway(decode_typed(value, ignored)?),
+            Kind::ConfigMap => Object::ConfigMap(decode_typed(value, ignored)?),
         })
     }
 
@@ -229,6 +235,7 @@ impl Object {
             Object::PeerAuthentication(_) => Kind::PeerAuthentication,
             Object::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Object::K8sGateway(_) => Kind::K8sGateway,
+            Object::ConfigMap(_) => Kind::ConfigMap,
         }
     }
 
@@ -251,6 +258,7 @@ impl Object {
             Object::PeerAuthentication(o) => &o.metadata,
             Object::AuthorizationPolicy(o) => &o.metadata,
             Object::K8sGateway(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
         }
     }
 
@@ -273,6 +281,7 @@ impl Object {
             Object::PeerAuthentication(o) => &mut o.metadata,
             Object::AuthorizationPolicy(o) => &mut o.metadata,
             Object::K8sGateway(o) => &mut o.metadata,
+            Object::ConfigMap(o) => &mut o.metadata,
         }
     }
 

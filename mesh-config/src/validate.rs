@@ -69,6 +69,7 @@ pub fn analyze(
             Object::DestinationRule(dr) => a.export_to(o, &dr.spec.export_to),
             Object::AuthorizationPolicy(ap) => a.authorization_policy(o, &ap.spec),
             Object::PeerAuthentication(pa) => a.peer_authentication(o, &pa.spec),
+            Object::ConfigMap(cm) => a.mesh_config(o, cm),
             _ => {}
         }
     }
@@ -89,6 +90,28 @@ impl Analysis<'_> {
     fn error(&mut self, o: &LoadedObject, field: &str, message: String) {
         self.errors
             .push(ConfigError::invalid(o.place(field), message));
+    }
+
+    /// `istio-system/istio`: its `mesh` key must parse as Istio's mesh configuration.
+    fn mesh_config(&mut self, o: &LoadedObject, cm: &k8s_openapi::api::core::v1::ConfigMap) {
+        let meta = o.object.meta();
+        let (ns, name) = (
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+        );
+        if !crate::snapshot::is_mesh_config(ns, name) {
+            return;
+        }
+        let key = istio::mesh_config::MESH_CONFIG_KEY;
+        if let Some(text) = cm.data.as_ref().and_then(|d| d.get(key))
+            && let Err(e) = istio::mesh_config::MeshConfig::parse(text)
+        {
+            self.error(
+                o,
+                &format!("data.{key}"),
+                format!("not a mesh configuration: {e}"),
+            );
+        }
     }
 
     fn ns(o: &LoadedObject) -> String {

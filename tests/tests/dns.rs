@@ -762,5 +762,32 @@ fn a_service_entry_host_is_reached_and_counted_as_that_host() -> Result<()> {
         &[("reason", "port_not_in_service")],
     );
     assert!(refused >= 1, "{metrics}");
+
+    // outboundTrafficPolicy REGISTRY_ONLY: the same server by its bare address (no
+    // ServiceEntry names it) goes through by default, and is refused once the mesh
+    // configuration says so; the registered host still works.
+    let direct = format!("http://{outside}:8080/");
+    let curl = |url: &str| lab.run(CLIENT, "curl", &["-sS", "--max-time", "5", url]);
+    assert!(curl(&direct)?.status.success(), "ALLOW_ANY passes it");
+    lab.mesh.apply_all("mesh.yaml", REGISTRY_ONLY)?;
+    assert!(!curl(&direct)?.status.success(), "REGISTRY_ONLY let it through");
+    assert!(curl("http://shop.lab.test:8080/")?.status.success());
+    let metrics = lab.mesh.metrics(1)?;
+    let refused = mesh_tests::counter(
+        &metrics,
+        "mesh_connections_refused_total",
+        &[("reason", "registry_only")],
+    );
+    assert_eq!(refused, 1, "{metrics}");
     Ok(())
 }
+
+/// Istio's mesh configuration with only registered destinations reachable.
+const REGISTRY_ONLY: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |-
+    outboundTrafficPolicy:
+      mode: REGISTRY_ONLY
+"#;

@@ -18,6 +18,10 @@ pub enum ProxyError {
     NoEndpoint { service: String },
     #[error("{service}: its waypoint {waypoint} has no pod with an address")]
     NoWaypoint { service: String, waypoint: String },
+    #[error(
+        "{0} is not registered (outboundTrafficPolicy REGISTRY_ONLY): not a Service, a mesh workload or a ServiceEntry"
+    )]
+    NotRegistered(SocketAddr),
     #[error("{target} is not a Service waypoint {waypoint} serves")]
     NotThisWaypoint {
         target: SocketAddr,
@@ -75,6 +79,7 @@ impl ProxyError {
             ProxyError::PortNotInService { .. } => "port_not_in_service",
             ProxyError::NoEndpoint { .. } => "no_endpoint",
             ProxyError::NoWaypoint { .. } => "no_waypoint",
+            ProxyError::NotRegistered(_) => "registry_only",
             ProxyError::NotThisWaypoint { .. } => "not_this_waypoint",
             ProxyError::NoTargetPort { .. } => "no_target_port",
             ProxyError::Resolve { .. } => "dns_failed",
@@ -107,7 +112,8 @@ impl ProxyError {
             | ProxyError::NoTargetPort { .. }
             | ProxyError::BadRequest(_)
             | ProxyError::NotThisPod(_)
-            | ProxyError::NotThisWaypoint { .. } => "NR",
+            | ProxyError::NotThisWaypoint { .. }
+            | ProxyError::NotRegistered(_) => "NR",
             ProxyError::NoEndpoint { .. } | ProxyError::NoWaypoint { .. } => "UH",
             ProxyError::Resolve { .. } => "DF",
             ProxyError::Connect { .. }

@@ -8,8 +8,9 @@
 //! bound to a waypoint (`istio.io/use-waypoint`) is reached through one of the waypoint's
 //! pods instead: HBONE to the waypoint, CONNECT to the Service's VIP and port, and the
 //! waypoint picks the endpoint (unless the client is that waypoint: its own upstream
-//! connections go to endpoints, never back to itself). The accept loop carries the plan
-//! out.
+//! connections go to endpoints, never back to itself). With `outboundTrafficPolicy:
+//! REGISTRY_ONLY` in the mesh configuration, a destination that is no Service, mesh
+//! workload or ServiceEntry is refused. The accept loop carries the plan out.
 use std::{
     net::{IpAddr, SocketAddr},
     sync::Arc,
@@ -18,6 +19,7 @@ use std::{
 
 use mesh_config::{
     Snapshot,
+    istio::mesh_config::OutboundMode,
     snapshot::{ServiceInfo, WaypointRef},
 };
 use mesh_identity::SpiffeId;
@@ -100,6 +102,9 @@ pub fn plan(
         return Err(ProxyError::Loop(original));
     }
     let (target, service) = match snapshot.service_by_vip(original.ip()) {
+        None if registry_only(snapshot) && !registered(snapshot, local, original.ip()) => {
+            return Err(ProxyError::NotRegistered(original));
+        }
         None => (original, None),
         Some(service) => {
             if let Some(waypoint) = &service.waypoint
@@ -135,6 +140,17 @@ pub fn plan(
         service,
         protocol,
     })
+}
+
+/// `outboundTrafficPolicy: REGISTRY_ONLY` in the mesh configuration.
+fn registry_only(snapshot: &Snapshot) -> bool {
+    snapshot.mesh_config.outbound_traffic_policy.mode == OutboundMode::RegistryOnly
+}
+
+/// A workload the configuration or this node knows (Services and ServiceEntries are
+/// matched before).
+fn registered(snapshot: &Snapshot, local: &LocalPods, ip: IpAddr) -> bool {
+    local.contains(ip) || snapshot.workload_by_ip(ip).is_some()
 }
 
 /// HBONE to one of the waypoint's pods (round robin, skipping those tried and, while

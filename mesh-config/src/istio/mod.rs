@@ -8,6 +8,7 @@ mod common;
 mod destination_rule;
 mod gateway;
 pub mod gateway_api;
+pub mod mesh_config;
 mod peer_authentication;
 mod service_entry;
 mod virtual_service;

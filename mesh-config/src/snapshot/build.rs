@@ -382,6 +382,11 @@ fn waypoint_binding(
     })
 }
 
+/// The ConfigMap istiod reads the mesh configuration from.
+pub fn is_mesh_config(namespace: &str, name: &str) -> bool {
+    (namespace, name) == istio::mesh_config::MESH_CONFIG_MAP
+}
+
 /// `clusterIP: None` (Kubernetes' spelling of a headless Service).
 fn is_headless(s: &Service) -> bool {
     s.spec.as_ref().and_then(|spec| spec.cluster_ip.as_deref()) == Some("None")
@@ -531,6 +536,17 @@ fn build_routing(objects: &[&LoadedObject], mesh: &MeshOptions, snap: &mut Snaps
                     spec: ap.spec.clone(),
                 };
                 snap.authorization_policies.insert(key, Arc::new(info));
+            }
+            Object::ConfigMap(cm) if is_mesh_config(&ns, &name) => {
+                // Validation refused a mesh config that does not parse.
+                if let Some(text) = cm
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(istio::mesh_config::MESH_CONFIG_KEY))
+                    && let Ok(mesh) = istio::mesh_config::MeshConfig::parse(text)
+                {
+                    snap.mesh_config = mesh;
+                }
             }
             Object::K8sGateway(gw)
                 if gw.spec.gateway_class_name == istio::gateway_api::WAYPOINT_CLASS =>

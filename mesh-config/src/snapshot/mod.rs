@@ -13,8 +13,8 @@ use serde::Serialize;
 
 pub use build::{
     BuildError, BuildOptions, DATAPLANE_MODE, GATEWAY_NAME_LABEL, ISTIO_INJECTION,
-    SERVICE_NAME_LABEL, USE_WAYPOINT, USE_WAYPOINT_NAMESPACE, resolve_virtual_service,
-    service_endpoints,
+    SERVICE_NAME_LABEL, USE_WAYPOINT, USE_WAYPOINT_NAMESPACE, is_mesh_config,
+    resolve_virtual_service, service_endpoints,
 };
 pub use vip::allocate_vips;
 
@@ -45,6 +45,8 @@ pub struct Snapshot {
     pub peer_authentications: BTreeMap<String, Arc<PolicyInfo<istio::PeerAuthenticationSpec>>>,
     /// AuthorizationPolicies by `namespace/name`.
     pub authorization_policies: BTreeMap<String, Arc<PolicyInfo<istio::AuthorizationPolicySpec>>>,
+    /// Istio's mesh configuration (`istio-system/istio`, key `mesh`), defaults without it.
+    pub mesh_config: istio::mesh_config::MeshConfig,
     /// Waypoints (Gateways of class `istio-waypoint`) by `namespace/name`.
     pub waypoints: BTreeMap<String, Arc<WaypointInfo>>,
     /// Service VIP -> key in `services`: the data path looks a connection's destination up

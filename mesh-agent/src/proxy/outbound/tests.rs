@@ -461,3 +461,24 @@ fn a_waypoint_that_does_not_exist_fails_closed_and_tried_pods_are_skipped() {
         assert_eq!(planned.dialled().to_string(), "198.18.4.2:15008");
     }
 }
+
+#[test]
+fn registry_only_refuses_what_the_mesh_does_not_know() {
+    let mesh = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    outboundTrafficPolicy:
+      mode: REGISTRY_ONLY
+"#;
+    let open = snapshot(&format!("{REVIEWS}---{AMBIENT}"));
+    assert!(decide(&open, &Balancer::default(), "198.51.100.7:443").is_ok());
+    let closed = snapshot(&format!("{REVIEWS}---{AMBIENT}---{mesh}"));
+    let err = decide(&closed, &Balancer::default(), "198.51.100.7:443").unwrap_err();
+    assert_eq!((err.reason(), err.response_flag()), ("registry_only", "NR"));
+    // Services and workloads the configuration knows stay reachable.
+    assert!(decide(&closed, &Balancer::default(), "198.19.0.10:9080").is_ok());
+    assert!(decide(&closed, &Balancer::default(), "198.18.3.11:80").is_ok());
+}
