@@ -99,6 +99,10 @@ enum Command {
         /// Destination port never captured outbound (repeatable).
         #[arg(long = "exclude-port")]
         exclude_ports: Vec<u16>,
+        /// The cgroup v2 directory the capture programs attach to, once; every pod's cgroup
+        /// must lie below it. Default: the kubelet's kubepods cgroup, else the cgroup2 root.
+        #[arg(long)]
+        capture_cgroup: Option<PathBuf>,
         /// On exit, detach everything and remove the pins (as `uninstall`).
         #[arg(long)]
         cleanup: bool,
@@ -280,6 +284,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Run {
             paths,
             exclude_ports,
+            capture_cgroup,
             cleanup,
             kernel_debug_logs,
             config_dir,
@@ -292,10 +297,16 @@ async fn run(command: Command) -> Result<()> {
             root_namespace,
             dns,
         } => {
+            let capture_cgroup = match capture_cgroup {
+                Some(path) => path,
+                None => redirect::default_capture_cgroup()
+                    .context("finding the cgroup2 mount for --capture-cgroup")?,
+            };
             let config = AgentConfig {
                 name: paths.name.clone(),
                 bpffs_root: paths.bpffs_root.clone(),
                 state_dir: paths.state_dir(),
+                capture_cgroup,
                 excluded_ports: exclude_ports,
                 kernel_debug_logs,
                 config_dir,

@@ -49,6 +49,10 @@ pub mod maps {
     /// `PerCpuArray<u32, u64>` of counters (see [`crate::counters`]): one value per CPU,
     /// summed by the agent.
     pub const COUNTERS: &str = "MESH_COUNTERS";
+    /// `HashMap<u64 netns cookie, u8>`: the network namespaces of enrolled pods. The
+    /// cgroup programs are attached once per node, to a cgroup above every pod's; they act
+    /// only on sockets whose namespace is listed here and leave every other socket alone.
+    pub const ENROLLED_NETNS: &str = "MESH_NETNS";
 }
 
 /// Program names (the function names in `mesh-ebpf`).

@@ -32,10 +32,12 @@
 //!
 //! # Cgroups and "enrolled" pods
 //!
-//! Pod `n<k>p<j>` has the cgroup `<cgroup2 mount>/mesh-<id>/n<k>-p<j>`; processes started
-//! with [`Pod::command`] run in it. A cgroup alone enrolls nothing: the agent enrolls a pod
-//! by attaching its programs to the pod's cgroup and namespace. A test that needs a client
-//! outside the mesh simply uses a pod it does not enroll.
+//! Node `n<k>` has the cgroup `<cgroup2 mount>/mesh-<id>/n<k>` and its pod `n<k>p<j>` the
+//! leaf `.../n<k>/p<j>` below it; processes started with [`Pod::command`] run in the pod's.
+//! The node's agent attaches its capture programs once, to the node's cgroup (as it would
+//! to the kubelet's `kubepods` cgroup), so they see every pod of the node; a cgroup alone
+//! enrolls nothing: the agent enrolls a pod by its network namespace. A test that needs a
+//! client outside the mesh simply uses a pod it does not enroll.
 //!
 //! # Cleanup
 //!
@@ -152,6 +154,7 @@ pub struct Node {
     name: String,
     netns_name: String,
     netns_path: PathBuf,
+    cgroup_path: PathBuf,
     pods: Vec<Pod>,
 }
 
@@ -217,6 +220,13 @@ impl Lab {
         };
 
         check("cgroups")?;
+        for node in &lab.nodes {
+            // Recorded before its pods, so cleanup (in reverse) removes them first.
+            lab.inner
+                .record_cgroup(node.cgroup_path.clone())
+                .map_err(|e| lab.io_err("cgroups", e))?;
+            cgroup::create(&node.cgroup_path).map_err(|e| lab.io_err("cgroups", e))?;
+        }
         for pod in lab.pods() {
             lab.inner
                 .record_cgroup(pod.cgroup_path.clone())
@@ -432,6 +442,7 @@ impl Node {
     fn plan(id: &str, cgroup_root: &Path, index: usize, spec: LabSpec) -> Node {
         let name = plan::node_name(index);
         let netns_name = plan::netns_name(id, &name);
+        let cgroup_path = cgroup_root.join(plan::node_cgroup_name(index));
         let pods = (1..=spec.pods_per_node)
             .map(|p| {
                 let name = plan::pod_name(index, p);
@@ -440,7 +451,7 @@ impl Node {
                     node: index,
                     index: p,
                     netns_path: named_netns_path(&netns_name),
-                    cgroup_path: cgroup_root.join(plan::pod_cgroup_name(index, p)),
+                    cgroup_path: cgroup_path.join(plan::pod_cgroup_name(p)),
                     name,
                     netns_name,
                 }
@@ -448,6 +459,7 @@ impl Node {
             .collect();
         Node {
             index,
+            cgroup_path,
             netns_path: named_netns_path(&netns_name),
             name,
             netns_name,
@@ -525,6 +537,12 @@ impl Node {
         plan::node_ipv6(self.index)
     }
 
+    /// `<cgroup2 mount>/mesh-<id>/n<k>`: parent of this node's pod cgroups, where its
+    /// agent attaches the capture programs. No process lives in it directly.
+    pub fn cgroup_path(&self) -> &Path {
+        &self.cgroup_path
+    }
+
     /// The pods' gateway on this node, `198.18.<n>.1`.
     pub fn pod_gateway(&self) -> Ipv4Addr {
         plan::pod_gateway_ipv4(self.index)
@@ -594,7 +612,7 @@ impl Pod {
         &self.netns_path
     }
 
-    /// `<cgroup2 mount>/mesh-<id>/n1-p2`.
+    /// `<cgroup2 mount>/mesh-<id>/n1/p2`.
     pub fn cgroup_path(&self) -> &Path {
         &self.cgroup_path
     }

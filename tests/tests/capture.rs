@@ -310,11 +310,23 @@ fn bad_enrollment_requests_are_refused_cleanly() -> Result<()> {
     );
 
     let mut missing_cgroup = mesh.pod_spec(1, 2);
-    missing_cgroup.cgroup = "/sys/fs/cgroup/unified/does-not-exist".into();
+    missing_cgroup.cgroup = Some("/sys/fs/cgroup/unified/does-not-exist".into());
     let err = mesh
         .block_on(client.enroll(&missing_cgroup))
         .expect_err("missing cgroup accepted");
     assert!(err.to_string().contains("cgroup"), "{err}");
+
+    // A cgroup outside the node's capture cgroup (node 2's pod, on node 1's agent): its
+    // sockets would never meet the programs, so the agent says so instead of pretending.
+    let mut elsewhere = mesh.pod_spec(1, 2);
+    elsewhere.cgroup = mesh.pod_spec(2, 1).cgroup;
+    let err = mesh
+        .block_on(client.enroll(&elsewhere))
+        .expect_err("a cgroup outside the capture cgroup accepted");
+    assert!(
+        err.to_string().contains("400") && err.to_string().contains("capture cgroup"),
+        "{err}"
+    );
 
     let err = mesh
         .block_on(client.enroll(&mesh.pod_spec(1, 1)))
