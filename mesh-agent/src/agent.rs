@@ -270,6 +270,10 @@ impl Agent {
             pool: Default::default(),
             local: LocalPods::default(),
         });
+        crate::cni::node::keep_modes_file(
+            node.config.clone(),
+            config.state_dir.join(crate::cni::spec::MODES_FILE),
+        );
         let sweeper = Arc::downgrade(&node);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(crate::proxy::pool::IDLE_TIMEOUT / 2);

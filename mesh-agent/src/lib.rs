@@ -6,6 +6,7 @@ pub mod accept;
 pub mod agent;
 pub mod api;
 pub mod app;
+pub mod cni;
 pub mod demo;
 pub mod dns;
 pub mod enrollment;
