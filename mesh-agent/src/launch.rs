@@ -65,7 +65,8 @@ impl LabAgent {
         ApiClient::new(self.socket())
     }
 
-    /// Spawns `bin run` for this agent in the namespace of `node` (the lab tracks and kills
+    /// Spawns `bin run` for this agent in the namespace of `node`, in the node's `system`
+    /// cgroup below the capture cgroup, as a DaemonSet pod is (the lab tracks and kills
     /// it) and waits until its API answers.
     pub async fn start(
         &self,
@@ -80,7 +81,7 @@ impl LabAgent {
             stderr,
             timeout,
         } = options;
-        let mut cmd = lab.node(node).command(bin);
+        let mut cmd = lab.node(node).daemon_command(bin);
         cmd.args(["run", "--name", &self.name])
             .arg("--capture-cgroup")
             .arg(lab.node(node).cgroup_path())

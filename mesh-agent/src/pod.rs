@@ -219,8 +219,14 @@ impl PodSockets {
         protocol: Protocol,
     ) -> io::Result<Socket> {
         let domain = Domain::for_address(*for_addr);
-        self.run(move || Socket::new(domain, kind.nonblocking().cloexec(), Some(protocol)))
-            .await
+        self.run(move || {
+            let socket = Socket::new(domain, kind.nonblocking().cloexec(), Some(protocol))?;
+            // The capture programs skip marked sockets: the agent may run below the
+            // capture cgroup, and must not capture its own connects from inside the pod.
+            socket.set_mark(mesh_common::AGENT_SOCKET_MARK)?;
+            Ok(socket)
+        })
+        .await
     }
 
     /// A UDP socket bound to `addr` in the pod's namespace, ready for tokio.

@@ -5,7 +5,8 @@
 //! and act only on sockets whose network namespace is enrolled (`MESH_NETNS`, keyed by the
 //! namespace cookie): a container runtime's CNI call names a pod's namespace, not its
 //! cgroup. Every other socket of that cgroup (pods outside the mesh, the node's own
-//! processes) is left alone.
+//! processes, and the agent's own sockets inside pods, which carry its marks) is left
+//! alone.
 //!
 //! * `mesh_connect4` / `mesh_connect6` (`cgroup/connect4`, `cgroup/connect6`): a TCP connect to a non-loopback destination whose port is not
 //!   excluded is rewritten to the agent's outbound listener in the pod's own namespace
@@ -42,8 +43,8 @@ mod dns;
 
 use aya_log_ebpf::{debug, warn};
 use mesh_common::{
-    ClientKey, FAMILY_INET, FAMILY_INET6, HBONE_PORT, InboundKey, OUTBOUND_PORT, OrigDst, SockAddr,
-    counters,
+    AGENT_SOCKET_MARK, ClientKey, DELIVERY_MARK, FAMILY_INET, FAMILY_INET6, HBONE_PORT, InboundKey,
+    OUTBOUND_PORT, OrigDst, SockAddr, counters,
 };
 
 const SOCK_STREAM: u32 = 1;
@@ -87,11 +88,22 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counters::LEN, 0);
 #[map(name = "MESH_NETNS")]
 static ENROLLED_NETNS: HashMap<u64, u8> = HashMap::pinned(4096, 0);
 
-/// Whether the socket of a `cgroup/sock_addr` program's context lives in an enrolled
-/// network namespace: the first check of every such program, so sockets of namespaces
-/// outside the mesh cost one map lookup and are otherwise untouched.
+/// Whether the socket of a `cgroup/sock_addr` program's context is a pod's to capture: not
+/// one of the agent's own (marked), and in an enrolled network namespace. The first check
+/// of every such program, so other sockets cost a field read and one map lookup and are
+/// otherwise untouched.
 #[inline(always)]
 fn in_enrolled_netns(ctx: &SockAddrContext) -> bool {
+    // SAFETY: `sock_addr` is the context pointer the kernel passed; its `sk` is the socket
+    // the call is about (never null in cgroup/sock_addr programs) and `mark` a readable
+    // field of it. Volatile: one load per field, as the verifier wants them.
+    let mark = unsafe {
+        let sk = read_volatile(&raw const (*ctx.sock_addr).__bindgen_anon_1.sk);
+        read_volatile(&raw const (*sk).mark)
+    };
+    if mark == AGENT_SOCKET_MARK || mark == DELIVERY_MARK {
+        return false;
+    }
     // SAFETY: bpf_get_netns_cookie is allowed in cgroup/sock_addr programs and takes the
     // program's own context.
     let cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };

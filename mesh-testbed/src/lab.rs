@@ -35,7 +35,9 @@
 //! Node `n<k>` has the cgroup `<cgroup2 mount>/mesh-<id>/n<k>` and its pod `n<k>p<j>` the
 //! leaf `.../n<k>/p<j>` below it; processes started with [`Pod::command`] run in the pod's.
 //! The node's agent attaches its capture programs once, to the node's cgroup (as it would
-//! to the kubelet's `kubepods` cgroup), so they see every pod of the node; a cgroup alone
+//! to the kubelet's `kubepods` cgroup), so they see every pod of the node; the agent itself
+//! runs in `.../n<k>/system` ([`Node::daemon_command`]), below that cgroup too, as a
+//! DaemonSet pod does. A cgroup alone
 //! enrolls nothing: the agent enrolls a pod by its network namespace. A test that needs a
 //! client outside the mesh simply uses a pod it does not enroll.
 //!
@@ -226,6 +228,11 @@ impl Lab {
                 .record_cgroup(node.cgroup_path.clone())
                 .map_err(|e| lab.io_err("cgroups", e))?;
             cgroup::create(&node.cgroup_path).map_err(|e| lab.io_err("cgroups", e))?;
+            let system = node.system_cgroup_path();
+            lab.inner
+                .record_cgroup(system.clone())
+                .map_err(|e| lab.io_err("cgroups", e))?;
+            cgroup::create(&system).map_err(|e| lab.io_err("cgroups", e))?;
         }
         for pod in lab.pods() {
             lab.inner
@@ -541,6 +548,18 @@ impl Node {
     /// agent attaches the capture programs. No process lives in it directly.
     pub fn cgroup_path(&self) -> &Path {
         &self.cgroup_path
+    }
+
+    /// `<cgroup2 mount>/mesh-<id>/n<k>/system`: the node's own daemons (its agent) run
+    /// here, below the capture cgroup, as a DaemonSet pod runs under `kubepods`.
+    pub fn system_cgroup_path(&self) -> PathBuf {
+        self.cgroup_path.join(plan::NODE_SYSTEM_CGROUP)
+    }
+
+    /// A command for a node daemon: this node's namespace and its `system` cgroup.
+    pub fn daemon_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let cgroup = self.system_cgroup_path();
+        process::pod_command(program, Some(&cgroup), Some(&self.netns_path))
     }
 
     /// The pods' gateway on this node, `198.18.<n>.1`.

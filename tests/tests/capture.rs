@@ -114,7 +114,22 @@ fn only_enrolled_non_loopback_traffic_is_captured_and_ipv6_works() -> Result<()>
     assert!(after["kernel"]["passed"].as_u64() > before["kernel"]["passed"].as_u64());
 
     // One captured connection = one record and one redirect: the agent's own upstream
-    // socket, created in the pod's namespace, is not captured again.
+    // socket, created in the pod's namespace, is not captured again, although the agent
+    // runs below the capture cgroup (as a DaemonSet pod under kubepods): its sockets
+    // carry its mark, which the programs skip.
+    let pid = mesh.agent_pid(1).expect("agent running");
+    let agent_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let node_cgroup = mesh.lab.node(1).cgroup_path().to_path_buf();
+    let relative = node_cgroup
+        .strip_prefix(mesh_testbed::cgroup::cgroup2_mount()?)?
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        agent_cgroup
+            .lines()
+            .any(|l| l.starts_with("0::") && l.contains(&format!("/{relative}/"))),
+        "the agent is not below the capture cgroup {relative}: {agent_cgroup}"
+    );
     let before = mesh.status(1)?;
     let outcome = mesh.tcp_client(1, 1, &dst, 1000)?;
     assert_eq!(outcome["intact"], true);

@@ -89,6 +89,10 @@ pub fn node_cgroup_name(node: usize) -> String {
     format!("n{node}")
 }
 
+/// The cgroup leaf of a node's own daemons (its agent), under the node's cgroup: `system`.
+/// Like a DaemonSet pod under `kubepods`, it lies below the capture cgroup.
+pub const NODE_SYSTEM_CGROUP: &str = "system";
+
 /// A pod's cgroup leaf name under its node's cgroup: `p<pod>`.
 pub fn pod_cgroup_name(pod: usize) -> String {
     format!("p{pod}")
