@@ -12,6 +12,7 @@ pub mod dns;
 pub mod enrollment;
 pub mod l7;
 pub mod launch;
+pub mod manifest;
 pub mod pod;
 pub mod proxy;
 pub mod redirect;

@@ -60,6 +60,17 @@ impl DnsArgs {
     }
 }
 
+/// The agent's TCP listeners for Prometheus and the kubelet's probe.
+#[derive(clap::Args, Clone)]
+struct AdminArgs {
+    /// Also serve Prometheus metrics over TCP here (e.g. 0.0.0.0:15020).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+    /// Serve `GET /healthz/ready` here once the agent is up (e.g. 0.0.0.0:15021).
+    #[arg(long)]
+    readiness_addr: Option<SocketAddr>,
+}
+
 /// Where one agent keeps its pins, state and API socket.
 #[derive(clap::Args, Clone)]
 struct AgentPaths {
@@ -109,9 +120,9 @@ enum Command {
         /// Directory of Kubernetes and Istio YAML to load and watch for changes.
         #[arg(long)]
         config_dir: Option<PathBuf>,
-        /// Also serve Prometheus metrics over TCP here (e.g. 0.0.0.0:15020).
-        #[arg(long)]
-        metrics_addr: Option<SocketAddr>,
+        /// Boxed, as `dns`: keeps `Run` from dwarfing the other commands.
+        #[command(flatten)]
+        admin: Box<AdminArgs>,
         /// Watch the Kubernetes API (KUBECONFIG, ~/.kube/config or in-cluster).
         #[arg(long)]
         kubernetes: bool,
@@ -215,6 +226,11 @@ enum Command {
         paths: AgentPaths,
         file: PathBuf,
     },
+    /// Kubernetes manifests to install the mesh (as `istioctl manifest generate`).
+    Manifest {
+        #[command(subcommand)]
+        command: ManifestCommand,
+    },
     /// Built-in sample workloads.
     App {
         #[command(subcommand)]
@@ -226,6 +242,17 @@ enum Command {
 enum DumpFormat {
     Json,
     Yaml,
+}
+
+#[derive(Subcommand)]
+enum ManifestCommand {
+    /// Print every object an install needs as YAML (`deploy/mesh.yaml` is the default).
+    Generate {
+        /// Change a value: namespace, image, imagePullPolicy, captureCgroup, caSecret,
+        /// resources.requests.cpu, resources.requests.memory, resources.limits.memory.
+        #[arg(long = "set")]
+        set: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -290,7 +317,7 @@ async fn run(command: Command) -> Result<()> {
             config_dir,
             kubernetes,
             kubeconfig,
-            metrics_addr,
+            admin,
             ca_dir,
             trust_domain,
             cert_lifetime,
@@ -317,7 +344,8 @@ async fn run(command: Command) -> Result<()> {
                 root_namespace,
                 dns: (*dns).config(),
             };
-            run_agent(paths, config, cleanup, metrics_addr).await
+            let admin_addrs = [admin.metrics_addr, admin.readiness_addr];
+            run_agent(paths, config, cleanup, admin_addrs).await
         }
         Command::Gateway {
             config_dir,
@@ -436,6 +464,16 @@ async fn run(command: Command) -> Result<()> {
             })
             .await
         }
+        Command::Manifest {
+            command: ManifestCommand::Generate { set },
+        } => {
+            let mut values = mesh_agent::manifest::Values::default();
+            for assignment in &set {
+                values.set(assignment)?;
+            }
+            print!("{}", mesh_agent::manifest::generate(&values)?);
+            Ok(())
+        }
         Command::App { app } => match app {
             AppCommand::Echo { listen } => app::echo::run(listen).await,
             AppCommand::Http { listen, name } => app::http::run(listen, name).await,
@@ -458,7 +496,8 @@ async fn run_agent(
     paths: AgentPaths,
     config: AgentConfig,
     cleanup: bool,
-    metrics_addr: Option<SocketAddr>,
+    // The metrics and the readiness address: both serve `/metrics` and `/healthz/ready`.
+    admin_addrs: [Option<SocketAddr>; 2],
 ) -> Result<()> {
     raise_fd_limit();
     let agent: Arc<Agent> = Agent::start(config).await?;
@@ -466,10 +505,10 @@ async fn run_agent(
     let listener = server::bind(&socket)
         .with_context(|| format!("binding the API socket {}", socket.display()))?;
     let api = tokio::spawn(server::serve(listener, agent.clone()));
-    if let Some(addr) = metrics_addr {
+    for addr in admin_addrs.into_iter().flatten() {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .with_context(|| format!("binding the metrics address {addr}"))?;
+            .with_context(|| format!("binding the metrics or readiness address {addr}"))?;
         tokio::spawn(server::serve_metrics(listener, agent.clone()));
     }
     tracing::info!(agent = %paths.name, api = %socket.display(), "agent ready");

@@ -346,11 +346,29 @@ fn a_pod_added_through_the_cni_chain_is_captured_until_deleted() -> Result<()> {
     Ok(())
 }
 
-/// VERSION, and the agent's decision for a pod it enrolls: `none` is left alone even with
-/// the agent up.
+/// VERSION, STATUS and the agent's readiness endpoint, and the agent's decision: a `none`
+/// pod is left alone even with the agent up.
 #[test]
 fn version_and_an_opted_out_pod_with_the_agent_up() -> Result<()> {
-    let mesh = Mesh::start(1, 1)?;
+    // The DaemonSet's readiness probe asks this (in the node's namespace: unique per lab).
+    let mesh = Mesh::start_with_args(1, 1, &["--readiness-addr", "127.0.0.1:15021"])?;
+    let ready = mesh
+        .lab
+        .node(1)
+        .command("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "http://127.0.0.1:15021/healthz/ready",
+        ])
+        .output()?;
+    ensure!(
+        ready.status.success() && String::from_utf8_lossy(&ready.stdout).trim() == "ready",
+        "readiness: {}{}",
+        String::from_utf8_lossy(&ready.stdout),
+        String::from_utf8_lossy(&ready.stderr)
+    );
     mesh.apply_all("cni.yaml", &format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: default, labels: {{istio.io/dataplane-mode: ambient}}}}\n---\n{CONFIG}"
     ))?;

@@ -339,8 +339,9 @@ fn metrics(agent: &Agent) -> Answer {
     )
 }
 
-/// Serves `GET /metrics` (and nothing else: enrollment stays on the unix socket) on a TCP
-/// listener, for Prometheus to scrape (`run --metrics-addr 0.0.0.0:15020`). Connections
+/// Serves `GET /metrics` and `GET /healthz/ready` (nothing else: enrollment stays on the
+/// unix socket) on a TCP listener, for Prometheus to scrape and the kubelet to probe
+/// (`run --metrics-addr 0.0.0.0:15020 --readiness-addr 0.0.0.0:15021`). Connections
 /// over the API's limit are closed at once.
 pub async fn serve_metrics(listener: tokio::net::TcpListener, agent: Arc<Agent>) {
     let limits = ApiLimits::default();
@@ -375,9 +376,14 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, agent: Arc<Agent>)
                 async move {
                     Ok::<_, std::convert::Infallible>(match (req.method(), req.uri().path()) {
                         (&hyper::Method::GET, "/metrics") => metrics(&agent),
+                        // Answering at all means the agent is up: listeners open, pods
+                        // of the previous run restored.
+                        (&hyper::Method::GET, "/healthz/ready") => {
+                            response_of_type(StatusCode::OK, b"ready\n".to_vec(), "text/plain")
+                        }
                         _ => error(
                             StatusCode::NOT_FOUND,
-                            "only GET /metrics is served here".into(),
+                            "only GET /metrics and /healthz/ready are served here".into(),
                         ),
                     })
                 }
