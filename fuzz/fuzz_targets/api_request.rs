@@ -1,5 +1,6 @@
 //! Arbitrary bytes as an API request: the first line is `METHOD TARGET`, the rest the body.
-//! Routing, the config post's unit name and the pod spec's decoding and validation must
+//! Routing, the config post's unit name, the pod spec's (and the CNI plugin's pod's)
+//! decoding and the pod spec's validation must
 //! never panic, whatever arrives on the agent's socket.
 #![no_main]
 
@@ -25,6 +26,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Route::ApplyConfig { file } => assert!(!file.is_empty()),
+        Route::CniAdd | Route::CniCheck => {
+            let _ = request::decode_cni_pod(body);
+        }
         _ => {}
     }
 });

@@ -31,6 +31,9 @@ pub struct AgentConfig {
     pub name: String,
     pub bpffs_root: PathBuf,
     pub state_dir: PathBuf,
+    /// The cgroup the capture programs attach to, once: every pod's cgroup lies below it
+    /// (the kubelet's `kubepods`; a node's cgroup in the lab).
+    pub capture_cgroup: PathBuf,
     /// Destination ports never captured outbound.
     pub excluded_ports: Vec<u16>,
     /// Let the kernel programs emit debug-level log records (one per redirect).
@@ -62,6 +65,10 @@ pub enum EnrollError {
     AddressInUse { ip: IpAddr, owner: PodKey },
     #[error("pod {0} is not enrolled")]
     NotFound(PodKey),
+    #[error(
+        "field `cgroup`: {cgroup} is not below the agent's capture cgroup {capture}: the pod's sockets would not be captured"
+    )]
+    OutsideCapture { cgroup: PathBuf, capture: PathBuf },
     #[error("pod {pod}: {source}")]
     Kernel {
         pod: PodKey,
@@ -79,7 +86,7 @@ impl EnrollError {
     /// The HTTP status the enrollment API answers with.
     pub fn http_status(&self) -> u16 {
         match self {
-            EnrollError::Invalid(_) => 400,
+            EnrollError::Invalid(_) | EnrollError::OutsideCapture { .. } => 400,
             EnrollError::Duplicate(_) | EnrollError::AddressInUse { .. } => 409,
             EnrollError::NotFound(_) => 404,
             EnrollError::Kernel { .. } | EnrollError::Io { .. } => 500,
@@ -112,6 +119,7 @@ struct PodKernel<'a> {
     in_v6: Option<&'a tokio::net::TcpListener>,
     pin_name: &'a str,
     spec: &'a PodSpec,
+    netns_cookie: u64,
 }
 
 impl enrollment::Kernel for PodKernel<'_> {
@@ -130,9 +138,16 @@ impl enrollment::Kernel for PodKernel<'_> {
         self.redirector.unsteer_inbound(ip);
     }
 
+    fn capture(&mut self) -> Result<(), RedirectError> {
+        self.redirector.capture_netns(self.netns_cookie)
+    }
+
+    fn uncapture(&mut self) {
+        self.redirector.uncapture_netns(self.netns_cookie);
+    }
+
     fn attach(&mut self) -> Result<(), RedirectError> {
-        self.redirector
-            .attach_pod(self.pin_name, &self.spec.cgroup, &self.spec.netns)
+        self.redirector.attach_pod(self.pin_name, &self.spec.netns)
     }
 
     fn detach(&mut self) {
@@ -175,6 +190,9 @@ pub struct HboneStatus {
 pub struct Status {
     pub agent: String,
     pub pin_dir: PathBuf,
+    /// The cgroup the capture programs are attached to, and those links.
+    pub capture_cgroup: PathBuf,
+    pub capture_links: Vec<String>,
     pub programs: ProgramIds,
     pub kernel: KernelCounters,
     pub pods: Vec<PodSpec>,
@@ -197,6 +215,7 @@ impl Agent {
         let redirector = Redirector::open(
             &config.bpffs_root,
             &config.name,
+            &config.capture_cgroup,
             &config.excluded_ports,
             config.kernel_debug_logs,
         )
@@ -251,6 +270,10 @@ impl Agent {
             pool: Default::default(),
             local: LocalPods::default(),
         });
+        crate::cni::node::keep_modes_file(
+            node.config.clone(),
+            config.state_dir.join(crate::cni::spec::MODES_FILE),
+        );
         let sweeper = Arc::downgrade(&node);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(crate::proxy::pool::IDLE_TIMEOUT / 2);
@@ -316,8 +339,8 @@ impl Agent {
         self.config.state_dir.join("pods.json")
     }
 
-    /// Re-enrolls the pods recorded by an earlier run; pods whose namespace or cgroup is
-    /// gone are dropped, and links of pods nobody knows about are removed.
+    /// Re-enrolls the pods recorded by an earlier run; pods whose namespace is gone are
+    /// dropped, and links and namespace cookies of pods nobody knows about are removed.
     async fn restore(&self) {
         let specs: Vec<PodSpec> = match std::fs::read(self.state_file()) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
@@ -342,13 +365,14 @@ impl Agent {
                 }
             }
         }
-        let known: Vec<String> = self
+        let (known, cookies): (Vec<String>, Vec<u64>) = self
             .pods
             .lock()
             .await
-            .keys()
-            .map(PodKey::file_name)
-            .collect();
+            .iter()
+            .map(|(key, pod)| (key.file_name(), pod.proxy.netns_cookie))
+            .unzip();
+        self.redirector.lock().await.retain_netns(&cookies);
         let links = self.config.bpffs_root.join(&self.config.name).join("links");
         if let Ok(entries) = std::fs::read_dir(&links) {
             let mut redirector = self.redirector.lock().await;
@@ -380,6 +404,14 @@ impl Agent {
 
     pub async fn add_pod(&self, spec: PodSpec) -> Result<(), EnrollError> {
         spec.validate()?;
+        if let Some(cgroup) = &spec.cgroup
+            && !is_below(cgroup, &self.config.capture_cgroup)
+        {
+            return Err(EnrollError::OutsideCapture {
+                cgroup: cgroup.clone(),
+                capture: self.config.capture_cgroup.clone(),
+            });
+        }
         let key = spec.key();
         let mut pods = self.pods.lock().await;
         if pods.contains_key(&key) {
@@ -479,6 +511,7 @@ impl Agent {
             in_v6: in_v6.as_ref(),
             pin_name: &pin_name,
             spec,
+            netns_cookie,
         };
         enrollment::apply(&mut kernel, &steps).map_err(|source| EnrollError::Kernel {
             pod: key.clone(),
@@ -537,6 +570,7 @@ impl Agent {
             self.node.certs.forget(&identity);
         }
         let mut redirector = self.redirector.lock().await;
+        redirector.uncapture_netns(pod.proxy.netns_cookie);
         for ip in &pod.spec.ips {
             redirector.unsteer_inbound(*ip);
         }
@@ -574,10 +608,15 @@ impl Agent {
     }
 
     pub async fn status(&self) -> Status {
-        let kernel = self.redirector.lock().await.kernel_counters();
+        let (kernel, capture_links) = {
+            let redirector = self.redirector.lock().await;
+            (redirector.kernel_counters(), redirector.capture_links())
+        };
         Status {
             agent: self.config.name.clone(),
             pin_dir: self.config.bpffs_root.join(&self.config.name),
+            capture_cgroup: self.config.capture_cgroup.clone(),
+            capture_links,
             programs: self.program_ids.clone(),
             kernel,
             pods: self.pods().await,
@@ -619,6 +658,14 @@ impl Agent {
     /// Stops every pod's listeners (the kernel programs stay attached unless uninstalled).
     pub async fn shutdown(&self) {
         self.pods.lock().await.clear();
+    }
+}
+
+/// Whether `path` is `ancestor` or lies below it, both resolved (symlinks, `..`).
+fn is_below(path: &Path, ancestor: &Path) -> bool {
+    match (path.canonicalize(), ancestor.canonicalize()) {
+        (Ok(path), Ok(ancestor)) => path.starts_with(ancestor),
+        _ => false,
     }
 }
 

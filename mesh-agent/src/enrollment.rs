@@ -1,6 +1,7 @@
 //! Enrollment decides, then acts. What the kernel must do for a new pod is a plain list of
-//! steps ([`plan`]: steer each address to the agent's inbound listener, then attach the
-//! capture programs unless an earlier run left them attached); [`apply`] carries them out
+//! steps ([`plan`]: steer each address to the agent's inbound listener, enroll the pod's
+//! network namespace with the node-level cgroup programs, then attach `sk_lookup` to that
+//! namespace unless an earlier run left it attached); [`apply`] carries them out
 //! in order and, when one fails, undoes the ones already done, newest first, so a failed
 //! enrollment leaves the kernel as it found it. Both are unit-tested here without a
 //! kernel; the agent applies them to the real `Redirector`.
@@ -11,7 +12,10 @@ use std::net::IpAddr;
 pub enum Step {
     /// SYNs to `ip` go to the agent's inbound listener of its family.
     Steer(IpAddr),
-    /// The capture programs are attached to the pod (cgroup and network namespace).
+    /// The pod's network namespace is enrolled: the cgroup programs, attached once per
+    /// node, act on its sockets.
+    Capture,
+    /// `sk_lookup` is attached to the pod's network namespace.
     Attach,
 }
 
@@ -20,20 +24,25 @@ pub trait Kernel {
     type Error;
     fn steer(&mut self, ip: IpAddr) -> Result<(), Self::Error>;
     fn unsteer(&mut self, ip: IpAddr);
+    fn capture(&mut self) -> Result<(), Self::Error>;
+    fn uncapture(&mut self);
     fn attach(&mut self) -> Result<(), Self::Error>;
     fn detach(&mut self);
 }
 
 /// The steps for a pod with addresses `ips`: addresses first (a SYN steered before the
-/// programs are attached simply finds the listener), attachment last. IPv6 addresses are
-/// skipped when the pod has no IPv6 inbound listener (no `::1`: such a pod gets no native
-/// IPv6 inbound), and attachment when it survived from an earlier run.
+/// programs are attached simply finds the listener), then the namespace, attachment last.
+/// IPv6 addresses are skipped when the pod has no IPv6 inbound listener (no `::1`: such a
+/// pod gets no native IPv6 inbound), and attachment when it survived from an earlier run.
+/// The namespace is always (re-)enrolled: idempotent, and a map of an older build may
+/// lack it.
 pub fn plan(ips: &[IpAddr], ipv6_listener: bool, already_attached: bool) -> Vec<Step> {
     let mut steps: Vec<Step> = ips
         .iter()
         .filter(|ip| ip.is_ipv4() || ipv6_listener)
         .map(|ip| Step::Steer(*ip))
         .collect();
+    steps.push(Step::Capture);
     if !already_attached {
         steps.push(Step::Attach);
     }
@@ -46,12 +55,14 @@ pub fn apply<K: Kernel>(kernel: &mut K, steps: &[Step]) -> Result<(), K::Error> 
     for (done, step) in steps.iter().enumerate() {
         let result = match step {
             Step::Steer(ip) => kernel.steer(*ip),
+            Step::Capture => kernel.capture(),
             Step::Attach => kernel.attach(),
         };
         if let Err(e) = result {
             for step in steps[..done].iter().rev() {
                 match step {
                     Step::Steer(ip) => kernel.unsteer(*ip),
+                    Step::Capture => kernel.uncapture(),
                     Step::Attach => kernel.detach(),
                 }
             }
@@ -100,6 +111,12 @@ mod tests {
         fn unsteer(&mut self, ip: IpAddr) {
             self.calls.push(format!("unsteer {ip}"));
         }
+        fn capture(&mut self) -> Result<(), String> {
+            self.change("capture".into())
+        }
+        fn uncapture(&mut self) {
+            self.calls.push("uncapture".into());
+        }
         fn attach(&mut self) -> Result<(), String> {
             self.change("attach".into())
         }
@@ -118,12 +135,23 @@ mod tests {
         let v6: IpAddr = "fd00::11".parse().unwrap();
         assert_eq!(
             plan(&ips(), true, false),
-            [Step::Steer(v4), Step::Steer(v6), Step::Attach]
+            [
+                Step::Steer(v4),
+                Step::Steer(v6),
+                Step::Capture,
+                Step::Attach
+            ]
         );
         // No IPv6 listener: the IPv6 address is not steered to nothing.
-        assert_eq!(plan(&ips(), false, false), [Step::Steer(v4), Step::Attach]);
-        // Restart: the pinned links are still attached.
-        assert_eq!(plan(&ips(), true, true), [Step::Steer(v4), Step::Steer(v6)]);
+        assert_eq!(
+            plan(&ips(), false, false),
+            [Step::Steer(v4), Step::Capture, Step::Attach]
+        );
+        // Restart: the pinned link is still attached; the namespace is enrolled again.
+        assert_eq!(
+            plan(&ips(), true, true),
+            [Step::Steer(v4), Step::Steer(v6), Step::Capture]
+        );
     }
 
     #[test]
@@ -132,20 +160,28 @@ mod tests {
         apply(&mut kernel, &plan(&ips(), true, false)).unwrap();
         assert_eq!(
             kernel.calls,
-            ["steer 198.18.1.11", "steer fd00::11", "attach"]
+            ["steer 198.18.1.11", "steer fd00::11", "capture", "attach"]
         );
     }
 
     #[test]
     fn a_failure_undoes_what_was_done_newest_first() {
         let steps = plan(&ips(), true, false);
-        let expected: [&[&str]; 3] = [
+        let expected: [&[&str]; 4] = [
             // The first step fails: nothing to undo.
             &[],
             &["steer 198.18.1.11", "unsteer 198.18.1.11"],
             &[
                 "steer 198.18.1.11",
                 "steer fd00::11",
+                "unsteer fd00::11",
+                "unsteer 198.18.1.11",
+            ],
+            &[
+                "steer 198.18.1.11",
+                "steer fd00::11",
+                "capture",
+                "uncapture",
                 "unsteer fd00::11",
                 "unsteer 198.18.1.11",
             ],

@@ -65,7 +65,8 @@ impl LabAgent {
         ApiClient::new(self.socket())
     }
 
-    /// Spawns `bin run` for this agent in the namespace of `node` (the lab tracks and kills
+    /// Spawns `bin run` for this agent in the namespace of `node`, in the node's `system`
+    /// cgroup below the capture cgroup, as a DaemonSet pod is (the lab tracks and kills
     /// it) and waits until its API answers.
     pub async fn start(
         &self,
@@ -80,8 +81,10 @@ impl LabAgent {
             stderr,
             timeout,
         } = options;
-        let mut cmd = lab.node(node).command(bin);
+        let mut cmd = lab.node(node).daemon_command(bin);
         cmd.args(["run", "--name", &self.name])
+            .arg("--capture-cgroup")
+            .arg(lab.node(node).cgroup_path())
             .arg("--bpffs-root")
             .arg(&self.bpffs_root)
             .arg("--state-dir")
@@ -127,6 +130,7 @@ impl LabAgent {
 }
 
 /// A lab pod as the enrollment API wants it: its namespace, cgroup and both addresses.
+/// (The cgroup is optional for the agent; given, it is checked to lie below the node's.)
 pub fn pod_spec(
     pod: &Pod,
     name: impl Into<String>,
@@ -139,7 +143,7 @@ pub fn pod_spec(
         service_account: service_account.into(),
         labels,
         netns: pod.netns_path().to_path_buf(),
-        cgroup: pod.cgroup_path().to_path_buf(),
+        cgroup: Some(pod.cgroup_path().to_path_buf()),
         ips: vec![pod.ip().into(), pod.ipv6().into()],
     }
 }

@@ -60,6 +60,17 @@ impl DnsArgs {
     }
 }
 
+/// The agent's TCP listeners for Prometheus and the kubelet's probe.
+#[derive(clap::Args, Clone)]
+struct AdminArgs {
+    /// Also serve Prometheus metrics over TCP here (e.g. 0.0.0.0:15020).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+    /// Serve `GET /healthz/ready` here once the agent is up (e.g. 0.0.0.0:15021).
+    #[arg(long)]
+    readiness_addr: Option<SocketAddr>,
+}
+
 /// Where one agent keeps its pins, state and API socket.
 #[derive(clap::Args, Clone)]
 struct AgentPaths {
@@ -99,15 +110,19 @@ enum Command {
         /// Destination port never captured outbound (repeatable).
         #[arg(long = "exclude-port")]
         exclude_ports: Vec<u16>,
+        /// The cgroup v2 directory the capture programs attach to, once; every pod's cgroup
+        /// must lie below it. Default: the kubelet's kubepods cgroup, else the cgroup2 root.
+        #[arg(long)]
+        capture_cgroup: Option<PathBuf>,
         /// On exit, detach everything and remove the pins (as `uninstall`).
         #[arg(long)]
         cleanup: bool,
         /// Directory of Kubernetes and Istio YAML to load and watch for changes.
         #[arg(long)]
         config_dir: Option<PathBuf>,
-        /// Also serve Prometheus metrics over TCP here (e.g. 0.0.0.0:15020).
-        #[arg(long)]
-        metrics_addr: Option<SocketAddr>,
+        /// Boxed, as `dns`: keeps `Run` from dwarfing the other commands.
+        #[command(flatten)]
+        admin: Box<AdminArgs>,
         /// Watch the Kubernetes API (KUBECONFIG, ~/.kube/config or in-cluster).
         #[arg(long)]
         kubernetes: bool,
@@ -244,6 +259,11 @@ enum Command {
         paths: AgentPaths,
         file: PathBuf,
     },
+    /// Kubernetes manifests to install the mesh (as `istioctl manifest generate`).
+    Manifest {
+        #[command(subcommand)]
+        command: ManifestCommand,
+    },
     /// Built-in sample workloads.
     App {
         #[command(subcommand)]
@@ -255,6 +275,17 @@ enum Command {
 enum DumpFormat {
     Json,
     Yaml,
+}
+
+#[derive(Subcommand)]
+enum ManifestCommand {
+    /// Print every object an install needs as YAML (`deploy/mesh.yaml` is the default).
+    Generate {
+        /// Change a value: namespace, image, imagePullPolicy, captureCgroup, caSecret,
+        /// resources.requests.cpu, resources.requests.memory, resources.limits.memory.
+        #[arg(long = "set")]
+        set: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -330,22 +361,29 @@ async fn run(command: Command) -> Result<()> {
         Command::Run {
             paths,
             exclude_ports,
+            capture_cgroup,
             cleanup,
             kernel_debug_logs,
             config_dir,
             kubernetes,
             kubeconfig,
-            metrics_addr,
+            admin,
             ca_dir,
             trust_domain,
             cert_lifetime,
             root_namespace,
             dns,
         } => {
+            let capture_cgroup = match capture_cgroup {
+                Some(path) => path,
+                None => redirect::default_capture_cgroup()
+                    .context("finding the cgroup2 mount for --capture-cgroup")?,
+            };
             let config = AgentConfig {
                 name: paths.name.clone(),
                 bpffs_root: paths.bpffs_root.clone(),
                 state_dir: paths.state_dir(),
+                capture_cgroup,
                 excluded_ports: exclude_ports,
                 kernel_debug_logs,
                 config_dir,
@@ -356,7 +394,8 @@ async fn run(command: Command) -> Result<()> {
                 root_namespace,
                 dns: (*dns).config(),
             };
-            run_agent(paths, config, cleanup, metrics_addr).await
+            let admin_addrs = [admin.metrics_addr, admin.readiness_addr];
+            run_agent(paths, config, cleanup, admin_addrs).await
         }
         Command::Gateway {
             config_dir,
@@ -500,6 +539,16 @@ async fn run(command: Command) -> Result<()> {
             })
             .await
         }
+        Command::Manifest {
+            command: ManifestCommand::Generate { set },
+        } => {
+            let mut values = mesh_agent::manifest::Values::default();
+            for assignment in &set {
+                values.set(assignment)?;
+            }
+            print!("{}", mesh_agent::manifest::generate(&values)?);
+            Ok(())
+        }
         Command::App { app } => match app {
             AppCommand::Echo { listen } => app::echo::run(listen).await,
             AppCommand::Http { listen, name } => app::http::run(listen, name).await,
@@ -532,7 +581,8 @@ async fn run_agent(
     paths: AgentPaths,
     config: AgentConfig,
     cleanup: bool,
-    metrics_addr: Option<SocketAddr>,
+    // The metrics and the readiness address: both serve `/metrics` and `/healthz/ready`.
+    admin_addrs: [Option<SocketAddr>; 2],
 ) -> Result<()> {
     raise_fd_limit();
     let agent: Arc<Agent> = Agent::start(config).await?;
@@ -540,10 +590,10 @@ async fn run_agent(
     let listener = server::bind(&socket)
         .with_context(|| format!("binding the API socket {}", socket.display()))?;
     let api = tokio::spawn(server::serve(listener, agent.clone()));
-    if let Some(addr) = metrics_addr {
+    for addr in admin_addrs.into_iter().flatten() {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .with_context(|| format!("binding the metrics address {addr}"))?;
+            .with_context(|| format!("binding the metrics or readiness address {addr}"))?;
         tokio::spawn(server::serve_metrics(listener, agent.clone()));
     }
     tracing::info!(agent = %paths.name, api = %socket.display(), "agent ready");

@@ -26,8 +26,11 @@ pub struct PodSpec {
     pub labels: BTreeMap<String, String>,
     /// The pod's network namespace file, e.g. /var/run/netns/NAME or /proc/PID/ns/net.
     pub netns: PathBuf,
-    /// The pod's cgroup v2 directory; the capture programs attach here.
-    pub cgroup: PathBuf,
+    /// The pod's cgroup v2 directory, when the caller knows it (a CNI plugin does not).
+    /// Capture does not need it (the programs attach once per node, above every pod's
+    /// cgroup); when given, enrollment checks it lies below the agent's capture cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<PathBuf>,
     /// The pod's addresses; inbound connections to them are captured.
     pub ips: Vec<IpAddr>,
 }
@@ -100,12 +103,14 @@ impl PodSpec {
         if netns_meta.is_dir() || fs_magic(&self.netns) != Some(NSFS_MAGIC) {
             return Err(PodSpecError::NotNetns(self.netns.clone()));
         }
-        let cg_meta = std::fs::metadata(&self.cgroup).map_err(|source| PodSpecError::Cgroup {
-            path: self.cgroup.clone(),
-            source,
-        })?;
-        if !cg_meta.is_dir() || fs_magic(&self.cgroup) != Some(CGROUP2_SUPER_MAGIC) {
-            return Err(PodSpecError::NotCgroup2(self.cgroup.clone()));
+        if let Some(cgroup) = &self.cgroup {
+            let cg_meta = std::fs::metadata(cgroup).map_err(|source| PodSpecError::Cgroup {
+                path: cgroup.clone(),
+                source,
+            })?;
+            if !cg_meta.is_dir() || fs_magic(cgroup) != Some(CGROUP2_SUPER_MAGIC) {
+                return Err(PodSpecError::NotCgroup2(cgroup.clone()));
+            }
         }
         if self.ips.is_empty() {
             return Err(PodSpecError::NoIps);
@@ -214,8 +219,14 @@ impl PodSockets {
         protocol: Protocol,
     ) -> io::Result<Socket> {
         let domain = Domain::for_address(*for_addr);
-        self.run(move || Socket::new(domain, kind.nonblocking().cloexec(), Some(protocol)))
-            .await
+        self.run(move || {
+            let socket = Socket::new(domain, kind.nonblocking().cloexec(), Some(protocol))?;
+            // The capture programs skip marked sockets: the agent may run below the
+            // capture cgroup, and must not capture its own connects from inside the pod.
+            socket.set_mark(mesh_common::AGENT_SOCKET_MARK)?;
+            Ok(socket)
+        })
+        .await
     }
 
     /// A UDP socket bound to `addr` in the pod's namespace, ready for tokio.

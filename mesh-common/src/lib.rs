@@ -32,6 +32,16 @@ pub const FAMILY_INET: u16 = 2;
 /// `AF_INET6`.
 pub const FAMILY_INET6: u16 = 10;
 
+/// `SO_MARK` of the agent's delivery sockets inside a pod (and of the application's sockets
+/// answering them): in-pod routing sends marked replies back to the agent (ztunnel's mark).
+pub const DELIVERY_MARK: u32 = 0x539;
+/// `SO_MARK` of every other socket the agent creates inside a pod's namespace (listeners,
+/// upstream connects, HBONE, DNS). The capture programs leave sockets with either mark
+/// alone: the agent may itself run below the capture cgroup (a DaemonSet pod lives under
+/// `kubepods`), and its own connects must not be captured again. Not matched by the
+/// in-pod routing rule, so these sockets route normally.
+pub const AGENT_SOCKET_MARK: u32 = 0x53a;
+
 /// Map names (the names of the statics in `mesh-ebpf`, and of their pins).
 pub mod maps {
     /// `LruHashMap<u64 socket cookie, OrigDst>`: written by `connect4/6` when a connect is
@@ -53,6 +63,10 @@ pub mod maps {
     /// `PerCpuArray<u32, u64>` of counters (see [`crate::counters`]): one value per CPU,
     /// summed by the agent.
     pub const COUNTERS: &str = "MESH_COUNTERS";
+    /// `HashMap<u64 netns cookie, u8>`: the network namespaces of enrolled pods. The
+    /// cgroup programs are attached once per node, to a cgroup above every pod's; they act
+    /// only on sockets whose namespace is listed here and leave every other socket alone.
+    pub const ENROLLED_NETNS: &str = "MESH_NETNS";
 }
 
 /// Program names (the function names in `mesh-ebpf`).

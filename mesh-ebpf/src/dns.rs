@@ -11,8 +11,9 @@
 //!
 //! The asked nameserver is kept under the socket cookie in `MESH_COOKIE_DST`, the map
 //! `getpeername4/6` already answer from, so a connected socket's peer is the nameserver too.
-//! The agent's own sockets are not in the pod's cgroup, so its upstream queries and its
-//! replies are never captured.
+//! Only sockets of enrolled network namespaces are steered (`in_enrolled_netns`, checked
+//! by the callers and by `redirected_to`): the agent's upstream queries leave from its own
+//! namespace, and its replies inside a pod go to the client's port, never to 53.
 use core::ptr::write_volatile;
 
 use aya_ebpf::programs::SockAddrContext;
@@ -85,14 +86,18 @@ pub fn steer6(ctx: &SockAddrContext) -> bool {
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn mesh_dns_sendmsg4(ctx: SockAddrContext) -> i32 {
-    steer4(&ctx);
+    if crate::in_enrolled_netns(&ctx) {
+        steer4(&ctx);
+    }
     // Always let the datagram go; only its destination may have been rewritten.
     1
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn mesh_dns_sendmsg6(ctx: SockAddrContext) -> i32 {
-    steer6(&ctx);
+    if crate::in_enrolled_netns(&ctx) {
+        steer6(&ctx);
+    }
     1
 }
 

@@ -1,13 +1,20 @@
 //! The mesh's kernel programs. Each is a thin entry point around a `try_*` function.
 //!
-//! * `mesh_connect4` / `mesh_connect6` (`cgroup/connect4`, `cgroup/connect6`, attached to each
-//!   enrolled pod's cgroup): a TCP connect to a non-loopback destination whose port is not
+//! The cgroup programs (connect, getpeername, the DNS ones, sock_ops) are attached once per
+//! node, to a cgroup above every pod's (the kubelet's `kubepods`, or a lab node's cgroup),
+//! and act only on sockets whose network namespace is enrolled (`MESH_NETNS`, keyed by the
+//! namespace cookie): a container runtime's CNI call names a pod's namespace, not its
+//! cgroup. Every other socket of that cgroup (pods outside the mesh, the node's own
+//! processes, and the agent's own sockets inside pods, which carry its marks) is left
+//! alone.
+//!
+//! * `mesh_connect4` / `mesh_connect6` (`cgroup/connect4`, `cgroup/connect6`): a TCP connect to a non-loopback destination whose port is not
 //!   excluded is rewritten to the agent's outbound listener in the pod's own namespace
 //!   (127.0.0.1:15001, or [::1]:15001 for native IPv6); the original destination is kept
 //!   under the socket's cookie.
-//! * `mesh_getpeername4` / `mesh_getpeername6` (same cgroups): the application's
+//! * `mesh_getpeername4` / `mesh_getpeername6`: the application's
 //!   `getpeername` reports the original destination, not the agent's listener.
-//! * `mesh_sock_ops` (same cgroups): when such a socket is established, the original
+//! * `mesh_sock_ops`: when such a socket is established, the original
 //!   destination is re-keyed by what the agent can see from its accepted socket: the
 //!   namespace cookie plus the client's local address and port.
 //! * `mesh_sk_lookup` (one link per enrolled pod's network namespace): a SYN to an enrolled
@@ -36,8 +43,8 @@ mod dns;
 
 use aya_log_ebpf::{debug, warn};
 use mesh_common::{
-    ClientKey, FAMILY_INET, FAMILY_INET6, HBONE_PORT, InboundKey, OUTBOUND_PORT, OrigDst, SockAddr,
-    counters,
+    AGENT_SOCKET_MARK, ClientKey, DELIVERY_MARK, FAMILY_INET, FAMILY_INET6, HBONE_PORT, InboundKey,
+    OUTBOUND_PORT, OrigDst, SockAddr, counters,
 };
 
 const SOCK_STREAM: u32 = 1;
@@ -77,6 +84,33 @@ static ENROLLED_ADDRS: HashMap<InboundKey, u8> = HashMap::pinned(4096, 0);
 #[map(name = "MESH_COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counters::LEN, 0);
 
+/// Network namespaces of enrolled pods (see `mesh_common::maps::ENROLLED_NETNS`).
+#[map(name = "MESH_NETNS")]
+static ENROLLED_NETNS: HashMap<u64, u8> = HashMap::pinned(4096, 0);
+
+/// Whether the socket of a `cgroup/sock_addr` program's context is a pod's to capture: not
+/// one of the agent's own (marked), and in an enrolled network namespace. The first check
+/// of every such program, so other sockets cost a field read and one map lookup and are
+/// otherwise untouched.
+#[inline(always)]
+fn in_enrolled_netns(ctx: &SockAddrContext) -> bool {
+    // SAFETY: `sock_addr` is the context pointer the kernel passed; its `sk` is the socket
+    // the call is about (never null in cgroup/sock_addr programs) and `mark` a readable
+    // field of it. Volatile: one load per field, as the verifier wants them.
+    let mark = unsafe {
+        let sk = read_volatile(&raw const (*ctx.sock_addr).__bindgen_anon_1.sk);
+        read_volatile(&raw const (*sk).mark)
+    };
+    if mark == AGENT_SOCKET_MARK || mark == DELIVERY_MARK {
+        return false;
+    }
+    // SAFETY: bpf_get_netns_cookie is allowed in cgroup/sock_addr programs and takes the
+    // program's own context.
+    let cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    // SAFETY: only the presence of the plain u8 value is read.
+    unsafe { ENROLLED_NETNS.get(&cookie) }.is_some()
+}
+
 #[inline(always)]
 fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
@@ -94,7 +128,7 @@ fn is_excluded(port: u16) -> bool {
 
 #[cgroup_sock_addr(connect4)]
 pub fn mesh_connect4(ctx: SockAddrContext) -> i32 {
-    if !dns::steer4(&ctx) {
+    if in_enrolled_netns(&ctx) && !dns::steer4(&ctx) {
         try_connect4(&ctx);
     }
     // Always allow the connect; only its destination may have been rewritten.
@@ -124,7 +158,7 @@ fn try_connect4(ctx: &SockAddrContext) {
 
 #[cgroup_sock_addr(connect6)]
 pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
-    if !dns::steer6(&ctx) {
+    if in_enrolled_netns(&ctx) && !dns::steer6(&ctx) {
         try_connect6(&ctx);
     }
     1
@@ -223,6 +257,9 @@ pub fn mesh_getpeername6(ctx: SockAddrContext) -> i32 {
 
 #[inline(always)]
 fn redirected_to(ctx: &SockAddrContext) -> Option<OrigDst> {
+    if !in_enrolled_netns(ctx) {
+        return None;
+    }
     // SAFETY: bpf_get_socket_cookie is allowed in cgroup/sock_addr programs.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: plain data, copied out at once.

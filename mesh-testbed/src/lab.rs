@@ -32,10 +32,14 @@
 //!
 //! # Cgroups and "enrolled" pods
 //!
-//! Pod `n<k>p<j>` has the cgroup `<cgroup2 mount>/mesh-<id>/n<k>-p<j>`; processes started
-//! with [`Pod::command`] run in it. A cgroup alone enrolls nothing: the agent enrolls a pod
-//! by attaching its programs to the pod's cgroup and namespace. A test that needs a client
-//! outside the mesh simply uses a pod it does not enroll.
+//! Node `n<k>` has the cgroup `<cgroup2 mount>/mesh-<id>/n<k>` and its pod `n<k>p<j>` the
+//! leaf `.../n<k>/p<j>` below it; processes started with [`Pod::command`] run in the pod's.
+//! The node's agent attaches its capture programs once, to the node's cgroup (as it would
+//! to the kubelet's `kubepods` cgroup), so they see every pod of the node; the agent itself
+//! runs in `.../n<k>/system` ([`Node::daemon_command`]), below that cgroup too, as a
+//! DaemonSet pod does. A cgroup alone
+//! enrolls nothing: the agent enrolls a pod by its network namespace. A test that needs a
+//! client outside the mesh simply uses a pod it does not enroll.
 //!
 //! # Cleanup
 //!
@@ -152,6 +156,7 @@ pub struct Node {
     name: String,
     netns_name: String,
     netns_path: PathBuf,
+    cgroup_path: PathBuf,
     pods: Vec<Pod>,
 }
 
@@ -217,6 +222,18 @@ impl Lab {
         };
 
         check("cgroups")?;
+        for node in &lab.nodes {
+            // Recorded before its pods, so cleanup (in reverse) removes them first.
+            lab.inner
+                .record_cgroup(node.cgroup_path.clone())
+                .map_err(|e| lab.io_err("cgroups", e))?;
+            cgroup::create(&node.cgroup_path).map_err(|e| lab.io_err("cgroups", e))?;
+            let system = node.system_cgroup_path();
+            lab.inner
+                .record_cgroup(system.clone())
+                .map_err(|e| lab.io_err("cgroups", e))?;
+            cgroup::create(&system).map_err(|e| lab.io_err("cgroups", e))?;
+        }
         for pod in lab.pods() {
             lab.inner
                 .record_cgroup(pod.cgroup_path.clone())
@@ -432,6 +449,7 @@ impl Node {
     fn plan(id: &str, cgroup_root: &Path, index: usize, spec: LabSpec) -> Node {
         let name = plan::node_name(index);
         let netns_name = plan::netns_name(id, &name);
+        let cgroup_path = cgroup_root.join(plan::node_cgroup_name(index));
         let pods = (1..=spec.pods_per_node)
             .map(|p| {
                 let name = plan::pod_name(index, p);
@@ -440,7 +458,7 @@ impl Node {
                     node: index,
                     index: p,
                     netns_path: named_netns_path(&netns_name),
-                    cgroup_path: cgroup_root.join(plan::pod_cgroup_name(index, p)),
+                    cgroup_path: cgroup_path.join(plan::pod_cgroup_name(p)),
                     name,
                     netns_name,
                 }
@@ -448,6 +466,7 @@ impl Node {
             .collect();
         Node {
             index,
+            cgroup_path,
             netns_path: named_netns_path(&netns_name),
             name,
             netns_name,
@@ -525,6 +544,24 @@ impl Node {
         plan::node_ipv6(self.index)
     }
 
+    /// `<cgroup2 mount>/mesh-<id>/n<k>`: parent of this node's pod cgroups, where its
+    /// agent attaches the capture programs. No process lives in it directly.
+    pub fn cgroup_path(&self) -> &Path {
+        &self.cgroup_path
+    }
+
+    /// `<cgroup2 mount>/mesh-<id>/n<k>/system`: the node's own daemons (its agent) run
+    /// here, below the capture cgroup, as a DaemonSet pod runs under `kubepods`.
+    pub fn system_cgroup_path(&self) -> PathBuf {
+        self.cgroup_path.join(plan::NODE_SYSTEM_CGROUP)
+    }
+
+    /// A command for a node daemon: this node's namespace and its `system` cgroup.
+    pub fn daemon_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let cgroup = self.system_cgroup_path();
+        process::pod_command(program, Some(&cgroup), Some(&self.netns_path))
+    }
+
     /// The pods' gateway on this node, `198.18.<n>.1`.
     pub fn pod_gateway(&self) -> Ipv4Addr {
         plan::pod_gateway_ipv4(self.index)
@@ -594,7 +631,7 @@ impl Pod {
         &self.netns_path
     }
 
-    /// `<cgroup2 mount>/mesh-<id>/n1-p2`.
+    /// `<cgroup2 mount>/mesh-<id>/n1/p2`.
     pub fn cgroup_path(&self) -> &Path {
         &self.cgroup_path
     }

@@ -114,7 +114,22 @@ fn only_enrolled_non_loopback_traffic_is_captured_and_ipv6_works() -> Result<()>
     assert!(after["kernel"]["passed"].as_u64() > before["kernel"]["passed"].as_u64());
 
     // One captured connection = one record and one redirect: the agent's own upstream
-    // socket, created in the pod's namespace, is not captured again.
+    // socket, created in the pod's namespace, is not captured again, although the agent
+    // runs below the capture cgroup (as a DaemonSet pod under kubepods): its sockets
+    // carry its mark, which the programs skip.
+    let pid = mesh.agent_pid(1).expect("agent running");
+    let agent_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let node_cgroup = mesh.lab.node(1).cgroup_path().to_path_buf();
+    let relative = node_cgroup
+        .strip_prefix(mesh_testbed::cgroup::cgroup2_mount()?)?
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        agent_cgroup
+            .lines()
+            .any(|l| l.starts_with("0::") && l.contains(&format!("/{relative}/"))),
+        "the agent is not below the capture cgroup {relative}: {agent_cgroup}"
+    );
     let before = mesh.status(1)?;
     let outcome = mesh.tcp_client(1, 1, &dst, 1000)?;
     assert_eq!(outcome["intact"], true);
@@ -310,11 +325,23 @@ fn bad_enrollment_requests_are_refused_cleanly() -> Result<()> {
     );
 
     let mut missing_cgroup = mesh.pod_spec(1, 2);
-    missing_cgroup.cgroup = "/sys/fs/cgroup/unified/does-not-exist".into();
+    missing_cgroup.cgroup = Some("/sys/fs/cgroup/unified/does-not-exist".into());
     let err = mesh
         .block_on(client.enroll(&missing_cgroup))
         .expect_err("missing cgroup accepted");
     assert!(err.to_string().contains("cgroup"), "{err}");
+
+    // A cgroup outside the node's capture cgroup (node 2's pod, on node 1's agent): its
+    // sockets would never meet the programs, so the agent says so instead of pretending.
+    let mut elsewhere = mesh.pod_spec(1, 2);
+    elsewhere.cgroup = mesh.pod_spec(2, 1).cgroup;
+    let err = mesh
+        .block_on(client.enroll(&elsewhere))
+        .expect_err("a cgroup outside the capture cgroup accepted");
+    assert!(
+        err.to_string().contains("400") && err.to_string().contains("capture cgroup"),
+        "{err}"
+    );
 
     let err = mesh
         .block_on(client.enroll(&mesh.pod_spec(1, 1)))

@@ -31,6 +31,7 @@ const APT_PACKAGES: &[&str] = &[
     "bind9-dnsutils", // dig: an unmodified DNS client (UDP and TCP) in the DNS tests
     "python3",        // socket.getaddrinfo and the query burst in the DNS tests
     "gcc",            // cc for crates with C parts
+    "containernetworking-plugins", // bridge + host-local: the CNI chain of the CNI test
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

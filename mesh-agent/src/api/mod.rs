@@ -7,6 +7,8 @@
 //! | `GET /v1/pods`                       | enrolled pods                        |
 //! | `POST /v1/pods` (a `PodSpec`)        | enroll a pod: 201, 400, 409, 500     |
 //! | `DELETE /v1/pods/{namespace}/{name}` | remove a pod: 200, 404               |
+//! | `POST /v1/cni/add` (a `CniPod`)      | CNI ADD: enroll if ambient: 200 + mode|
+//! | `POST /v1/cni/check` (a `CniPod`)    | CNI CHECK: mode, enrolled or not     |
 //! | `GET /v1/config_dump`                | the configuration snapshot (JSON)    |
 //! | `GET /metrics`                       | Prometheus text (Istio metric names) |
 //! | `POST /v1/config?file=NAME` (YAML)   | apply resources: 200, or 400 + errors|

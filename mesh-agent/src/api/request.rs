@@ -17,6 +17,10 @@ pub enum Route {
     },
     Enroll,
     Remove(PodKey),
+    /// `POST /v1/cni/add`: the CNI plugin's ADD (the agent decides whether to enroll).
+    CniAdd,
+    /// `POST /v1/cni/check`: the CNI plugin's CHECK.
+    CniCheck,
     NotFound,
 }
 
@@ -33,6 +37,8 @@ impl Route {
                 file: config_file_name(query),
             },
             ("POST", ["v1", "pods"]) => Route::Enroll,
+            ("POST", ["v1", "cni", "add"]) => Route::CniAdd,
+            ("POST", ["v1", "cni", "check"]) => Route::CniCheck,
             ("DELETE", ["v1", "pods", namespace, name]) => Route::Remove(PodKey {
                 namespace: namespace.to_string(),
                 name: name.to_string(),
@@ -49,6 +55,11 @@ pub fn config_file_name(query: Option<&str>) -> String {
         .filter(|name| !name.is_empty())
         .unwrap_or("applied.yaml")
         .to_string()
+}
+
+/// The body of a CNI plugin's request (see `cni::CniPod`).
+pub fn decode_cni_pod(body: &[u8]) -> Result<crate::cni::CniPod, String> {
+    serde_json::from_slice(body).map_err(|e| format!("malformed CNI pod: {e}"))
 }
 
 /// An enrollment's body: a JSON [`PodSpec`] (enrollment then checks it with

@@ -186,6 +186,8 @@ async fn handle(
                 Err((code, message)) => error(code, message),
             }
         }
+        Route::CniAdd => cni(req, &server, true).await,
+        Route::CniCheck => cni(req, &server, false).await,
         Route::Remove(key) => match agent.remove_pod(&key).await {
             Ok(()) => json(StatusCode::OK, &serde_json::json!({"removed": true})),
             Err(e) => error(status(e.http_status()), e.to_string()),
@@ -196,6 +198,25 @@ async fn handle(
         ),
     };
     Ok(answer)
+}
+
+/// The CNI plugin's ADD (`add`) or CHECK: the agent's decision and whether the pod is
+/// enrolled, as a `cni::CniAnswer`.
+async fn cni(req: Request<Incoming>, server: &Server, add: bool) -> Answer {
+    let pod = match read_body(req, server.limits.pod_spec_bytes, server)
+        .await
+        .and_then(|body| request::decode_cni_pod(&body).map_err(|e| (StatusCode::BAD_REQUEST, e)))
+    {
+        Ok(pod) => pod,
+        Err((code, message)) => return error(code, message),
+    };
+    if !add {
+        return json(StatusCode::OK, &server.agent.cni_check(pod).await);
+    }
+    match server.agent.cni_add(pod).await {
+        Ok(answer) => json(StatusCode::OK, &answer),
+        Err(e) => error(status(e.http_status()), e.to_string()),
+    }
 }
 
 /// The whole body, refused with 413 (and counted) past `limit`: at once when the declared
@@ -318,8 +339,9 @@ fn metrics(agent: &Agent) -> Answer {
     )
 }
 
-/// Serves `GET /metrics` (and nothing else: enrollment stays on the unix socket) on a TCP
-/// listener, for Prometheus to scrape (`run --metrics-addr 0.0.0.0:15020`). Connections
+/// Serves `GET /metrics` and `GET /healthz/ready` (nothing else: enrollment stays on the
+/// unix socket) on a TCP listener, for Prometheus to scrape and the kubelet to probe
+/// (`run --metrics-addr 0.0.0.0:15020 --readiness-addr 0.0.0.0:15021`). Connections
 /// over the API's limit are closed at once.
 pub async fn serve_metrics(listener: tokio::net::TcpListener, agent: Arc<Agent>) {
     let limits = ApiLimits::default();
@@ -354,9 +376,14 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, agent: Arc<Agent>)
                 async move {
                     Ok::<_, std::convert::Infallible>(match (req.method(), req.uri().path()) {
                         (&hyper::Method::GET, "/metrics") => metrics(&agent),
+                        // Answering at all means the agent is up: listeners open, pods
+                        // of the previous run restored.
+                        (&hyper::Method::GET, "/healthz/ready") => {
+                            response_of_type(StatusCode::OK, b"ready\n".to_vec(), "text/plain")
+                        }
                         _ => error(
                             StatusCode::NOT_FOUND,
-                            "only GET /metrics is served here".into(),
+                            "only GET /metrics and /healthz/ready are served here".into(),
                         ),
                     })
                 }

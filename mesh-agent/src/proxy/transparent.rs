@@ -38,7 +38,7 @@ use crate::pod::PodSockets;
 
 /// The mark on the agent's delivery sockets and on the application's sockets that answer
 /// them (ztunnel's in-pod mark, so one rule set serves either).
-pub const DELIVERY_MARK: u32 = 0x539;
+pub const DELIVERY_MARK: u32 = mesh_common::DELIVERY_MARK;
 /// The routing table holding the `local default` route for marked packets.
 pub const DELIVERY_TABLE: u32 = 15_006;
 /// Ahead of `main` (32766), behind `local` (0).

@@ -1,5 +1,6 @@
-//! Loads (or, after a restart, reopens) the pinned programs and maps of one agent, and
-//! attaches them to pods.
+//! Loads (or, after a restart, reopens) the pinned programs and maps of one agent, attaches
+//! the cgroup programs to the node's capture cgroup (`capture.rs`), and enrolls pods: their
+//! namespace cookie into `MESH_NETNS`, `sk_lookup` onto their namespace.
 use std::{
     fs::File,
     net::{IpAddr, SocketAddr},
@@ -12,7 +13,7 @@ use aya::{
     EbpfLoader,
     maps::{HashMap, Map, MapData, PerCpuArray, SockHash},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps,
+        CgroupSockAddr, SkLookup, SockOps,
         cgroup_sock_addr::CgroupSockAddrAttachType,
         links::{FdLink, PinnedLink},
     },
@@ -20,7 +21,7 @@ use aya::{
 use mesh_common::{ClientKey, InboundKey, OrigDst, counters, maps, programs};
 use serde::Serialize;
 
-use super::{RedirectError, io_err, origdst, upgrade};
+use super::{RedirectError, capture, io_err, origdst, upgrade};
 
 /// The compiled kernel programs, built by build.rs from the current `mesh-ebpf` sources.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mesh-ebpf"));
@@ -44,10 +45,12 @@ pub struct KernelCounters {
 
 pub struct Redirector {
     dir: PathBuf,
-    /// connect4/6 and getpeername4/6, with the pin name of their per-pod links.
-    sock_addr: Vec<(&'static str, CgroupSockAddr)>,
-    sock_ops: SockOps,
+    /// The cgroup the cgroup programs are attached to, and where those links are pinned.
+    capture_cgroup: PathBuf,
+    capture_links: PathBuf,
     sk_lookup: SkLookup,
+    /// Namespace cookies of enrolled pods: the cgroup programs act on their sockets only.
+    netns: HashMap<MapData, u64, u8>,
     client_dst: Arc<OrigDstTable>,
     inbound: SockHash<MapData, InboundKey>,
     /// Enrolled pod addresses: kept while the agent is down so inbound fails closed.
@@ -94,6 +97,7 @@ impl Redirector {
     pub fn open(
         root: &Path,
         agent: &str,
+        capture_cgroup: &Path,
         excluded_ports: &[u16],
         kernel_debug_logs: bool,
     ) -> Result<Self, RedirectError> {
@@ -133,7 +137,7 @@ impl Redirector {
         }
         // DNS capture rides along: attached, pinned and reported like the programs above.
         sock_addr.extend(open_dns_programs(&mut ebpf, &dir, fresh || outdated)?);
-        let sock_ops = SockOps::from_pin(prog_pin(&dir, programs::SOCK_OPS))
+        let mut sock_ops = SockOps::from_pin(prog_pin(&dir, programs::SOCK_OPS))
             .map_err(program_err(programs::SOCK_OPS))?;
         let sk_lookup = SkLookup::from_pin(prog_pin(&dir, programs::SK_LOOKUP))
             .map_err(program_err(programs::SK_LOOKUP))?;
@@ -158,12 +162,18 @@ impl Redirector {
             fds.push((programs::SOCK_OPS, sock_ops_fd.as_fd()));
             let sk_lookup_fd = sk_lookup.fd().map_err(program_err(programs::SK_LOOKUP))?;
             fds.push((programs::SK_LOOKUP, sk_lookup_fd.as_fd()));
-            let updated = upgrade::retarget_links(&dir.join("links"), &fds)?;
+            let updated = upgrade::retarget_links(&dir.join("links"), &fds)?
+                + upgrade::retarget_links(&capture::links_root(&dir), &fds)?;
             if updated > 0 {
-                tracing::info!(links = updated, "pods' links now run this build's programs");
+                tracing::info!(
+                    links = updated,
+                    "pinned links now run this build's programs"
+                );
             }
             upgrade::write_stamp(&dir, &stamp)?;
         }
+        let capture_links = capture::attach(&dir, capture_cgroup, &mut sock_addr, &mut sock_ops)?;
+        remove_per_pod_cgroup_links(&dir.join("links"))?;
 
         let mut take = |name: &'static str| -> Result<Map, RedirectError> {
             ebpf.take_map(name).ok_or(RedirectError::Map {
@@ -176,6 +186,8 @@ impl Redirector {
             .map_err(map_err(maps::CLIENT_ORIG_DST))?;
         let enrolled = HashMap::try_from(take(maps::ENROLLED_ADDRS)?)
             .map_err(map_err(maps::ENROLLED_ADDRS))?;
+        let netns = HashMap::try_from(take(maps::ENROLLED_NETNS)?)
+            .map_err(map_err(maps::ENROLLED_NETNS))?;
         let inbound = SockHash::try_from(take(maps::INBOUND_LISTENERS)?)
             .map_err(map_err(maps::INBOUND_LISTENERS))?;
         let counters =
@@ -198,9 +210,10 @@ impl Redirector {
 
         Ok(Redirector {
             dir,
-            sock_addr,
-            sock_ops,
+            capture_cgroup: capture_cgroup.to_path_buf(),
+            capture_links,
             sk_lookup,
+            netns,
             client_dst: Arc::new(OrigDstTable {
                 map: Mutex::new(client_dst),
             }),
@@ -219,66 +232,52 @@ impl Redirector {
         &self.dir
     }
 
-    /// True when this pod's programs are still attached from an earlier run.
+    /// The cgroup the cgroup programs are attached to.
+    pub fn capture_cgroup(&self) -> &Path {
+        &self.capture_cgroup
+    }
+
+    /// The node-level links (`cgroup/<id>/<program>`), for `status`.
+    pub fn capture_links(&self) -> Vec<String> {
+        pinned_links_in(&self.capture_links)
+    }
+
+    /// True when this pod's namespace is still enrolled from an earlier run.
     pub fn is_attached(&self, pod: &str) -> bool {
         links_dir(&self.dir, pod).join(programs::SK_LOOKUP).exists()
     }
 
-    /// Attaches the outbound programs to the pod's cgroup and the inbound program to its
-    /// network namespace, pinning each link. Partial work is undone on failure.
-    pub fn attach_pod(
-        &mut self,
-        pod: &str,
-        cgroup: &Path,
-        netns: &Path,
-    ) -> Result<(), RedirectError> {
+    /// The cgroup programs act on the sockets of the network namespace `cookie` (idempotent).
+    pub fn capture_netns(&mut self, cookie: u64) -> Result<(), RedirectError> {
+        self.netns
+            .insert(&cookie, &1, 0)
+            .map_err(|source| RedirectError::Map {
+                name: maps::ENROLLED_NETNS,
+                source,
+            })
+    }
+
+    /// The cgroup programs leave the namespace `cookie` alone again.
+    pub fn uncapture_netns(&mut self, cookie: u64) {
+        // Absent when an earlier, interrupted removal already took it out.
+        let _ = self.netns.remove(&cookie);
+    }
+
+    /// Attaches `sk_lookup` to the pod's network namespace and pins the link under
+    /// `links/<pod>/`. Partial work is undone on failure.
+    pub fn attach_pod(&mut self, pod: &str, netns: &Path) -> Result<(), RedirectError> {
         let dir = links_dir(&self.dir, pod);
         std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-        let result = self.attach_pod_inner(&dir, cgroup, netns);
+        let result = self.attach_sk_lookup(&dir, netns);
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&dir);
         }
         result
     }
 
-    fn attach_pod_inner(
-        &mut self,
-        dir: &Path,
-        cgroup: &Path,
-        netns: &Path,
-    ) -> Result<(), RedirectError> {
-        let cgroup_file = File::open(cgroup).map_err(io_err("opening cgroup", cgroup))?;
+    fn attach_sk_lookup(&mut self, dir: &Path, netns: &Path) -> Result<(), RedirectError> {
         let netns_file = File::open(netns).map_err(io_err("opening netns", netns))?;
-        let pin = |link: Result<FdLink, String>, name: &str| -> Result<(), RedirectError> {
-            let path = dir.join(name);
-            let link = link.map_err(|reason| RedirectError::Link {
-                path: path.clone(),
-                reason,
-            })?;
-            link.pin(&path)
-                .map_err(|source| RedirectError::Pin { path, source })?;
-            Ok(())
-        };
         let e = |name: &'static str| move |source| RedirectError::Program { name, source };
-
-        for (name, program) in &mut self.sock_addr {
-            let id = program
-                .attach(&cgroup_file, CgroupAttachMode::Single)
-                .map_err(e(name))?;
-            let link = program.take_link(id).map_err(e(name))?;
-            pin(FdLink::try_from(link).map_err(|e| e.to_string()), name)?;
-        }
-
-        let id = self
-            .sock_ops
-            .attach(&cgroup_file, CgroupAttachMode::Single)
-            .map_err(e(programs::SOCK_OPS))?;
-        let link = self.sock_ops.take_link(id).map_err(e(programs::SOCK_OPS))?;
-        pin(
-            FdLink::try_from(link).map_err(|e| e.to_string()),
-            programs::SOCK_OPS,
-        )?;
-
         let id = self
             .sk_lookup
             .attach(&netns_file)
@@ -287,13 +286,30 @@ impl Redirector {
             .sk_lookup
             .take_link(id)
             .map_err(e(programs::SK_LOOKUP))?;
-        pin(Ok(FdLink::from(link)), programs::SK_LOOKUP)
+        let path = dir.join(programs::SK_LOOKUP);
+        FdLink::from(link)
+            .pin(&path)
+            .map_err(|source| RedirectError::Pin { path, source })?;
+        Ok(())
     }
 
-    /// Detaches a pod: removing a link's last pin releases the link, which detaches it.
+    /// Detaches a pod's `sk_lookup`: removing a link's last pin releases the link.
     pub fn detach_pod(&mut self, pod: &str) -> Result<(), RedirectError> {
-        let dir = links_dir(&self.dir, pod);
-        unpin_tree(&dir)
+        unpin_tree(&links_dir(&self.dir, pod))
+    }
+
+    /// Keeps only these namespaces enrolled: after a restart, cookies of pods the agent
+    /// no longer knows (dropped, or removed while it was down) stop being captured.
+    pub fn retain_netns(&mut self, cookies: &[u64]) {
+        let stale: Vec<u64> = self
+            .netns
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|cookie| !cookies.contains(cookie))
+            .collect();
+        for cookie in stale {
+            let _ = self.netns.remove(&cookie);
+        }
     }
 
     /// Makes `listener` (the agent's inbound listener inside the pod) receive the SYNs
@@ -448,6 +464,28 @@ fn load_and_pin(ebpf: &mut aya::Ebpf, dir: &Path) -> Result<(), RedirectError> {
     Ok(())
 }
 
+/// Earlier builds attached the cgroup programs to each pod's cgroup (`links/<pod>/
+/// mesh_connect4`...). Those links go once the node-level ones exist: a socket under both
+/// would otherwise run each program twice. Only `sk_lookup` stays per pod.
+fn remove_per_pod_cgroup_links(links: &Path) -> Result<(), RedirectError> {
+    let Ok(pods) = std::fs::read_dir(links) else {
+        return Ok(());
+    };
+    for pod in pods.flatten() {
+        for link in std::fs::read_dir(pod.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if link.file_name() != programs::SK_LOOKUP {
+                tracing::info!(link = %link.path().display(), "removing a per-pod cgroup link of an earlier build");
+                std::fs::remove_file(link.path()).map_err(io_err("removing", &link.path()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Removes a pin directory tree. Links and programs whose last reference was a pin are
 /// released by the kernel when the pin goes.
 fn unpin_tree(path: &Path) -> Result<(), RedirectError> {
@@ -465,6 +503,7 @@ fn unpin_tree(path: &Path) -> Result<(), RedirectError> {
 /// `mesh-agent uninstall`: removes every pin of one agent (links first, so capture stops).
 pub fn uninstall(root: &Path, agent: &str) -> Result<(), RedirectError> {
     let dir = root.join(agent);
+    capture::remove(&capture::links_root(&dir))?;
     if let Ok(entries) = std::fs::read_dir(dir.join("links")) {
         for entry in entries.flatten() {
             unpin_tree(&entry.path())?;
@@ -476,7 +515,20 @@ pub fn uninstall(root: &Path, agent: &str) -> Result<(), RedirectError> {
     Ok(())
 }
 
-/// Pinned links opened by path (used by `status` to show what is attached).
+/// The links pinned directly in `dir` that the kernel still holds.
+fn pinned_links_in(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|link| PinnedLink::from_pin(link.path()).is_ok())
+        .map(|link| link.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Pinned links of pods opened by path (used by `status` to show what is attached).
 pub fn attached_links(root: &Path, agent: &str) -> Vec<String> {
     let mut out = Vec::new();
     if let Ok(pods) = std::fs::read_dir(root.join(agent).join("links")) {

@@ -1,18 +1,23 @@
-//! The kernel side of capture: loading and pinning the eBPF programs, attaching them to
-//! enrolled pods, reading original destinations, and removing everything on uninstall.
+//! The kernel side of capture: loading and pinning the eBPF programs, attaching the cgroup
+//! programs once to the node's capture cgroup, enrolling pods by network namespace, reading
+//! original destinations, and removing everything on uninstall.
 //!
 //! Pin layout, one directory per agent (`/sys/fs/bpf/mesh/<agent>/`):
 //! * `MESH_*`           the maps (pinned by name when the object is loaded);
 //! * `prog_<program>`   the loaded programs, reused by a restarted agent;
-//! * `links/<pod>/...`  one bpf_link per attachment, so capture survives an agent restart
-//!   (connections fail closed while no agent listens, rather than bypassing the mesh);
+//! * `cgroup/<id>/...`  the cgroup programs' links to the capture cgroup (`capture.rs`);
+//! * `links/<pod>/...`  the pod's `sk_lookup` link; links are pinned so capture survives an
+//!   agent restart (connections fail closed while no agent listens, rather than bypassing
+//!   the mesh);
 //! * `stamp-<hash>`     which build loaded the programs (see `upgrade.rs`).
+mod capture;
 mod loader;
 mod origdst;
 mod upgrade;
 
 use std::path::{Path, PathBuf};
 
+pub use capture::default_cgroup as default_capture_cgroup;
 pub use loader::{KernelCounters, OrigDstTable, ProgramIds, Redirector, attached_links, uninstall};
 pub use origdst::client_key;
 

@@ -35,7 +35,8 @@ struct Resources {
     netns: Vec<String>,
     /// The lab's `mesh-<id>` cgroup directory, once created.
     cgroup_root: Option<PathBuf>,
-    /// Pod cgroup leaves under `cgroup_root`.
+    /// Node and pod cgroups under `cgroup_root`, parents before children (removed in
+    /// reverse).
     cgroups: Vec<PathBuf>,
     children: Vec<Arc<Mutex<Child>>>,
     cleaned: bool,

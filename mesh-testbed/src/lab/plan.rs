@@ -82,9 +82,20 @@ pub fn cgroup_root_name(id: &str) -> String {
     format!("mesh-{id}")
 }
 
-/// A pod's cgroup leaf name under the lab's cgroup: `n<node>-p<pod>`.
-pub fn pod_cgroup_name(node: usize, pod: usize) -> String {
-    format!("n{node}-p{pod}")
+/// A node's cgroup directory name under the lab's cgroup: `n<node>`. The node's agent
+/// attaches its capture programs here, once (what the kubelet's `kubepods` cgroup is on a
+/// real node): the pods' cgroups lie below it.
+pub fn node_cgroup_name(node: usize) -> String {
+    format!("n{node}")
+}
+
+/// The cgroup leaf of a node's own daemons (its agent), under the node's cgroup: `system`.
+/// Like a DaemonSet pod under `kubepods`, it lies below the capture cgroup.
+pub const NODE_SYSTEM_CGROUP: &str = "system";
+
+/// A pod's cgroup leaf name under its node's cgroup: `p<pod>`.
+pub fn pod_cgroup_name(pod: usize) -> String {
+    format!("p{pod}")
 }
 
 /// Node on the lab bridge: `198.18.0.<n>/24`.

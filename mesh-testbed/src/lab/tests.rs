@@ -32,7 +32,8 @@ fn address_plan() {
     assert_eq!(pod_ipv6(2, 1).to_string(), "fd00:0:0:2::11");
     assert_eq!(pod_ipv6(12, 240).to_string(), "fd00:0:0:12::250");
     assert_eq!(pod_subnet_ipv6(12), "fd00:0:0:12::/64");
-    assert_eq!(pod_cgroup_name(1, 2), "n1-p2");
+    assert_eq!(node_cgroup_name(1), "n1");
+    assert_eq!(pod_cgroup_name(2), "p2");
 }
 
 #[test]
