@@ -231,12 +231,50 @@ enum AppCommand {
         #[arg(long)]
         listen: SocketAddr,
     },
-    /// HTTP server answering with its name and the caller's address.
+    /// The generic workload: HTTP (JSON naming itself and echoing the request, a line for
+    /// `text/plain`, WebSocket echo) on each address.
     Http {
-        #[arg(long)]
-        listen: SocketAddr,
+        /// Address to listen on (repeatable: one per container port).
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+        /// `service` in its answers.
         #[arg(long)]
         name: String,
+        /// Its pod's name, reported in answers.
+        #[arg(long, default_value = "")]
+        pod: String,
+        /// Its pod's namespace, reported in answers.
+        #[arg(long, default_value = "")]
+        namespace: String,
+        /// Its pod's labels, `key=value,...` (`app` and `version` are reported).
+        #[arg(long, value_parser = parse_labels, default_value = "")]
+        labels: std::collections::BTreeMap<String, String>,
+    },
+    /// Bookinfo's product page: an HTML page from details and reviews (by Service name).
+    Productpage {
+        /// Address to listen on (repeatable: one per container port).
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+    },
+    /// Bookinfo's details service.
+    Details {
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+    },
+    /// Bookinfo's reviews service (v1: --stars none, v2: black, v3: red).
+    Reviews {
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+        /// The pod's name, shown on the product page (Kubernetes sets HOSTNAME to it).
+        #[arg(long, env = "HOSTNAME", default_value = "reviews")]
+        pod: String,
+        #[arg(long, value_enum, default_value = "none")]
+        stars: app::reviews::Stars,
+    },
+    /// Bookinfo's ratings service.
+    Ratings {
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
     },
     /// TCP client: send N pattern bytes to an echo server, half-close, verify the echo.
     TcpClient {
@@ -427,7 +465,27 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::App { app } => match app {
             AppCommand::Echo { listen } => app::echo::run(listen).await,
-            AppCommand::Http { listen, name } => app::http::run(listen, name).await,
+            AppCommand::Http {
+                listen,
+                name,
+                pod,
+                namespace,
+                labels,
+            } => {
+                let identity = app::http::Identity {
+                    name,
+                    pod,
+                    namespace,
+                    labels,
+                };
+                Ok(app::http::run_workload(listen, identity).await?)
+            }
+            AppCommand::Productpage { listen } => Ok(app::productpage::run(listen).await?),
+            AppCommand::Details { listen } => Ok(app::details::run(listen).await?),
+            AppCommand::Reviews { listen, pod, stars } => {
+                Ok(app::reviews::run(listen, pod, stars).await?)
+            }
+            AppCommand::Ratings { listen } => Ok(app::ratings::run(listen).await?),
             AppCommand::TcpClient {
                 connect,
                 bytes,
