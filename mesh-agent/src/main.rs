@@ -180,10 +180,17 @@ enum Command {
         namespace: String,
         pod: String,
     },
-    /// The embedded demo: a lab of nodes and pods, agents, sample services, traffic.
+    /// Run a configuration as a whole mesh on this host (default: Istio's Bookinfo): a lab
+    /// of nodes, one agent per node, the Deployments' pods, the ingress gateway.
     Demo {
-        /// Where the product page is exposed (host loopback only).
-        #[arg(long, default_value = "127.0.0.1:9080")]
+        /// Directory (or file) of Kubernetes and Istio YAML to run (repeatable).
+        #[arg(long = "config")]
+        configs: Vec<PathBuf>,
+        /// Number of nodes the pods are spread over.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=250))]
+        nodes: u16,
+        /// Where the ingress gateway is exposed (host loopback only).
+        #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
@@ -302,6 +309,8 @@ fn init_logging() {
 }
 
 fn main() -> Result<()> {
+    // The demo reports the time from the command to its first served page.
+    let started = std::time::Instant::now();
     let cli = Cli::parse();
     init_logging();
     // Before anything makes a TLS client (kube-client uses the process default).
@@ -310,10 +319,10 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(run(cli.command))
+    runtime.block_on(run(cli.command, started))
 }
 
-async fn run(command: Command) -> Result<()> {
+async fn run(command: Command, started: std::time::Instant) -> Result<()> {
     match command {
         Command::Run {
             paths,
@@ -452,16 +461,23 @@ async fn run(command: Command) -> Result<()> {
             println!("removed {namespace}/{pod}");
             Ok(())
         }
-        Command::Demo { listen, duration } => {
+        Command::Demo {
+            configs,
+            nodes,
+            listen,
+            duration,
+        } => {
             anyhow::ensure!(
                 listen.ip().is_loopback(),
                 "--listen must be a loopback address"
             );
-            demo::run(demo::DemoOptions {
+            let options = demo::DemoOptions {
+                configs,
+                nodes: usize::from(nodes),
                 listen,
                 duration: duration.map(std::time::Duration::from_secs),
-            })
-            .await
+            };
+            demo::run(options, started).await
         }
         Command::App { app } => match app {
             AppCommand::Echo { listen } => app::echo::run(listen).await,
