@@ -9,7 +9,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use mesh_tests::{agent_bin, require_root};
+use mesh_tests::{WEBSOCKET_CLIENT, agent_bin, require_root};
+use serde_json::Value;
 
 /// A running `mesh-agent demo`; SIGTERM and wait on drop, so a failed test cleans up too.
 struct Demo {
@@ -20,13 +21,15 @@ struct Demo {
 }
 
 impl Demo {
-    /// Starts the demo on a free localhost port and waits for its "ready" line.
-    fn start() -> Result<Demo> {
+    /// Starts the demo on a free localhost port (and `args`) and waits for its "ready"
+    /// line.
+    fn start(args: &[&str]) -> Result<Demo> {
         require_root();
         // A free port, not 8080: parallel runs (and a user's own demo) must not collide.
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let mut child = Command::new(agent_bin())
             .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -139,7 +142,7 @@ fn reviews_version(page: &str) -> Result<&'static str> {
 
 /// What a run leaves on the host, if anything: namespaces, cgroups, pins, state and config
 /// files, processes.
-fn leftovers(lab_id: &str, demo_pid: u32) -> Result<Vec<String>> {
+fn leftovers(lab_id: &str, demo_pid: u32, nodes: usize) -> Result<Vec<String>> {
     let mut left = Vec::new();
     let netns_prefix = format!("mt{lab_id}-");
     for entry in std::fs::read_dir("/var/run/netns")?.flatten() {
@@ -155,7 +158,7 @@ fn leftovers(lab_id: &str, demo_pid: u32) -> Result<Vec<String>> {
         std::env::temp_dir().join(format!("mesh-demo-{demo_pid}")),
         std::env::temp_dir().join(format!("mesh-ca-{lab_id}")),
     ];
-    for node in 1..=2 {
+    for node in 1..=nodes {
         paths.push(PathBuf::from(format!(
             "/sys/fs/bpf/mesh-demo/{agent_prefix}n{node}"
         )));
@@ -201,7 +204,7 @@ fn leftovers(lab_id: &str, demo_pid: u32) -> Result<Vec<String>> {
 /// the product page, its details and reviews from all three versions; SIGTERM removes all.
 #[test]
 fn demo_serves_bookinfo_on_localhost_and_leaves_nothing_behind() -> Result<()> {
-    let mut demo = Demo::start()?;
+    let mut demo = Demo::start(&[])?;
     let ready = demo
         .lines
         .iter()
@@ -256,7 +259,149 @@ fn demo_serves_bookinfo_on_localhost_and_leaves_nothing_behind() -> Result<()> {
     let lab_id = demo.lab_id.clone();
     let status = demo.terminate()?;
     ensure!(status.success(), "the demo exited with {status}");
-    let left = leftovers(&lab_id, pid)?;
+    let left = leftovers(&lab_id, pid, 2)?;
+    ensure!(left.is_empty(), "left behind after SIGTERM: {left:#?}");
+    Ok(())
+}
+
+/// A user's own manifests, unchanged: three versions of a website (made-up image) with a
+/// Service, DestinationRule subsets, a Gateway and a VirtualService (header match, a
+/// default subset, a `/ws` WebSocket route), plus a StatefulSet of another made-up image.
+const WEBSITE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: website}
+spec:
+  selector: {app: website}
+  ports: [{name: http, port: 80, targetPort: web}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: website}
+spec:
+  host: website
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  - {name: v3, labels: {version: v3}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: website-gateway}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: website}
+spec:
+  hosts: ["*"]
+  gateways: [website-gateway]
+  http:
+  - match: [{uri: {prefix: /ws}}]
+    route: [{destination: {host: website, subset: v1}}]
+  - match: [{headers: {x-version: {exact: v2}}}]
+    route: [{destination: {host: website, subset: v2}}]
+  - route: [{destination: {host: website, subset: v3}}]
+"#;
+
+fn website_deployment(version: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: website-{version}, labels: {{app: website}}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: website, version: {version}}}}}
+  template:
+    metadata: {{labels: {{app: website, version: {version}}}}}
+    spec:
+      serviceAccountName: website
+      containers:
+      - name: web
+        image: registry.example.com/acme/website:{version}
+        ports: [{{name: web, containerPort: 8080}}]
+"#
+    )
+}
+
+/// The directory the test writes the manifests to, removed on drop.
+struct ConfigDir(PathBuf);
+
+impl Drop for ConfigDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn demo_runs_a_users_own_manifests_unchanged_and_routes_them_as_written() -> Result<()> {
+    let dir = ConfigDir(
+        std::env::temp_dir().join(format!("mesh-test-demo-config-{}", std::process::id())),
+    );
+    std::fs::create_dir_all(dir.0.join("deployments"))?;
+    std::fs::write(dir.0.join("website.yaml"), WEBSITE)?;
+    for version in ["v1", "v2", "v3"] {
+        std::fs::write(
+            dir.0.join(format!("deployments/website-{version}.yaml")),
+            website_deployment(version),
+        )?;
+    }
+    let config = dir.0.to_string_lossy().into_owned();
+    let mut demo = Demo::start(&["--config", &config, "--nodes", "3"])?;
+    ensure!(
+        demo.lines
+            .iter()
+            .filter(|l| l.contains("generic http on :8080"))
+            .count()
+            == 3,
+        "{:#?}",
+        demo.lines
+    );
+
+    let served = |extra: &[&str]| -> Result<Value> {
+        let (status, body) = demo.curl("/index.html", extra)?;
+        ensure!(status == 200, "status {status}: {body}");
+        Ok(serde_json::from_str(&body)?)
+    };
+    for _ in 0..3 {
+        let json = served(&[])?;
+        assert_eq!(json["labels"]["version"], "v3", "{json}");
+        assert_eq!(json["labels"]["app"], "website");
+        assert_eq!(json["namespace"], "default");
+        assert_eq!(json["service"], "web");
+        assert_eq!(json["path"], "/index.html");
+        ensure!(
+            json["pod"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("website-v3-")),
+            "{json}"
+        );
+        let json = served(&["-H", "x-version: v2"])?;
+        assert_eq!(json["labels"]["version"], "v2", "{json}");
+    }
+
+    let out = Command::new("python3")
+        .args(["-c", WEBSOCKET_CLIENT, &demo.port.to_string(), "/ws/chat"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "websocket client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ws: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(ws["status"], "HTTP/1.1 101 Switching Protocols", "{ws}");
+    assert_eq!(ws["accept_ok"], true, "{ws}");
+    assert_eq!(ws["reply"], "hello, mesh", "{ws}");
+
+    let pid = demo.child.id();
+    let lab_id = demo.lab_id.clone();
+    ensure!(demo.terminate()?.success());
+    let left = leftovers(&lab_id, pid, 3)?;
     ensure!(left.is_empty(), "left behind after SIGTERM: {left:#?}");
     Ok(())
 }

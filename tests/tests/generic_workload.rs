@@ -7,43 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
-use mesh_tests::agent_bin;
+use mesh_tests::{WEBSOCKET_CLIENT, agent_bin};
 use serde_json::Value;
-
-/// A WebSocket client (standard library only): the RFC 6455 handshake, the accept key
-/// checked, one masked text message out, the echoed frame read back, a close.
-const WS_CLIENT: &str = r#"
-import base64, hashlib, json, os, socket, sys
-port, path = int(sys.argv[1]), sys.argv[2]
-key = base64.b64encode(os.urandom(16)).decode()
-conn = socket.create_connection(("127.0.0.1", port), timeout=5)
-conn.sendall(("GET %s HTTP/1.1\r\nHost: site\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-              "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path, key)).encode())
-data = b""
-while b"\r\n\r\n" not in data:
-    more = conn.recv(4096)
-    if not more:
-        break
-    data += more
-head, _, data = data.partition(b"\r\n\r\n")
-lines = head.decode().split("\r\n")
-fields = dict((l.split(":", 1)[0].strip().lower(), l.split(":", 1)[1].strip()) for l in lines[1:] if ":" in l)
-want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
-def send(opcode, payload):
-    mask = os.urandom(4)
-    conn.sendall(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask
-                 + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
-send(1, b"hello, mesh")
-while len(data) < 2:
-    data += conn.recv(4096)
-size = data[1] & 0x7f
-while len(data) < 2 + size:
-    data += conn.recv(4096)
-reply = data[2:2 + size].decode()
-send(8, b"")
-print(json.dumps({"status": lines[0], "accept_ok": fields.get("sec-websocket-accept") == want,
-                  "opcode": data[0] & 0x0f, "reply": reply}))
-"#;
 
 struct Server(Child);
 
@@ -114,7 +79,7 @@ fn generic_workload_names_its_pod_on_every_port_answers_text_and_echoes_websocke
     );
 
     let out = Command::new("python3")
-        .args(["-c", WS_CLIENT, &ports[1].to_string(), "/ws"])
+        .args(["-c", WEBSOCKET_CLIENT, &ports[1].to_string(), "/ws"])
         .output()?;
     ensure!(
         out.status.success(),

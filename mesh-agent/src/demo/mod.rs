@@ -151,6 +151,9 @@ async fn demo(
     for pod in &plan.workloads {
         start_workload(lab, bin, pod)?;
     }
+    // Before any traffic: an endpoint that refuses a first connection is ejected for a
+    // while, and the first pages would miss it.
+    wait_listening(lab, plan).await?;
     let gateway_pod = lab.pod(plan.gateway.node, plan.gateway.slot);
     let mut gateway = gateway_pod.command(bin);
     gateway
@@ -194,13 +197,15 @@ async fn demo(
     let bookinfo = has_service(objects, "productpage");
     if gateway_port.is_some() {
         let path = if bookinfo { "/productpage" } else { "/" };
-        wait_until_served(options.listen, path).await?;
-        let took = started.elapsed();
-        println!(
-            "\nready in {:.2} s (from the command to a served {})",
-            took.as_secs_f64(),
-            if bookinfo { "product page" } else { "page" }
-        );
+        match wait_until_served(options.listen, path, bookinfo).await {
+            Ok(()) => println!(
+                "\nready in {:.2} s (from the command to a served {})",
+                started.elapsed().as_secs_f64(),
+                if bookinfo { "product page" } else { "page" }
+            ),
+            // The user's routes may still be wrong: say so and keep running for them.
+            Err(e) => println!("\nwarning: {e}"),
+        }
     }
     print_usage(plan, running, config_dir, options, bookinfo);
 
@@ -311,6 +316,40 @@ fn start_workload(lab: &Lab, bin: &Path, pod: &PodPlan) -> Result<()> {
     Ok(())
 }
 
+/// Waits until every container port of every workload accepts, probing over the pod's
+/// own loopback from a thread in its namespace (neither captured nor steered, so the probe
+/// reaches the app itself).
+async fn wait_listening(lab: &Lab, plan: &Plan) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut probes = tokio::task::JoinSet::new();
+    for pod in &plan.workloads {
+        for port in pod.containers.iter().flat_map(|c| &c.ports) {
+            let lab_pod = lab.pod(pod.node, pod.slot).clone();
+            let addr = SocketAddr::from(([127, 0, 0, 1], port.number));
+            let what = format!("{}/{} port {}", pod.namespace, pod.name, port.number);
+            probes.spawn_blocking(move || {
+                let listening = lab_pod.run(move || {
+                    while Instant::now() < deadline {
+                        let probe =
+                            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+                        if probe.is_ok() {
+                            return true;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    false
+                });
+                (what, listening.unwrap_or(false))
+            });
+        }
+    }
+    while let Some(probe) = probes.join_next().await {
+        let (what, listening) = probe?;
+        anyhow::ensure!(listening, "{what}: nothing listens after 10 s");
+    }
+    Ok(())
+}
+
 fn labels_arg(pod: &PodPlan) -> String {
     let pairs: Vec<String> = pod.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     pairs.join(",")
@@ -339,14 +378,23 @@ fn has_service(objects: &[LoadedObject], name: &str) -> bool {
     })
 }
 
-/// Polls `GET path` through the exposed gateway until it answers 200.
-async fn wait_until_served(listen: SocketAddr, path: &str) -> Result<()> {
+/// Polls `GET path` through the exposed gateway until it answers: 200 for the product
+/// page; for a user's configuration anything but the gateway's "no upstream yet" (502,
+/// 503, 504), since `/` may well be unrouted (404) in it.
+async fn wait_until_served(listen: SocketAddr, path: &str, want_ok: bool) -> Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
     let host = listen.ip().to_string();
     let none = hyper::HeaderMap::new();
     loop {
         let answer = upstream::get(&host, listen.port(), path, &none, Duration::from_secs(2)).await;
-        if answer.is_ok_and(|a| a.status.is_success()) {
+        let served = answer.is_ok_and(|a| {
+            if want_ok {
+                a.status.is_success()
+            } else {
+                !matches!(a.status.as_u16(), 502..=504)
+            }
+        });
+        if served {
             return Ok(());
         }
         anyhow::ensure!(
