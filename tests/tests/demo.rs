@@ -37,11 +37,11 @@ impl Demo {
         let stdout = child.stdout.take().context("demo stdout")?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            // Reads to the end even once nobody listens: a closed pipe would fail the
+            // demo's own output.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 println!("demo: {line}");
-                if tx.send(line).is_err() {
-                    return;
-                }
+                let _ = tx.send(line);
             }
         });
         let mut demo = Demo {

@@ -36,6 +36,18 @@ pub mod waypoints;
 
 use plan::{Plan, PodPlan};
 
+/// `println!` that does not panic when stdout is gone (`mesh-agent demo | head`, a closed
+/// terminal): a panic there would skip the cleanup.
+macro_rules! say {
+    () => {
+        say!("")
+    };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 const BPFFS_ROOT: &str = "/sys/fs/bpf/mesh-demo";
 /// How long the demo waits for its first served page before saying so.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -72,7 +84,7 @@ pub async fn run(options: DemoOptions, started: Instant) -> Result<()> {
             pods_per_node: plan.pods_per_node,
         })
         .context("creating the lab")?;
-        println!(
+        say!(
             "lab {}: {} node(s), {} pod(s) (198.18.<node>.<10+pod>)",
             lab.id(),
             plan.nodes,
@@ -83,7 +95,7 @@ pub async fn run(options: DemoOptions, started: Instant) -> Result<()> {
             r = demo(&lab, &bin, &plan, &objects, &config_dir, listener, &mut running, &options, started) => r,
             () = shutdown_signal() => Ok(()),
         };
-        println!("stopping: removing lab {}", lab.id());
+        say!("stopping: removing lab {}", lab.id());
         if let Some(ingress) = running.ingress.take() {
             ingress.abort();
         }
@@ -141,7 +153,7 @@ async fn demo(
 
     let agents = (1..=plan.nodes).map(|node| start_agent(lab, bin, node, config_dir));
     for (agent, child) in futures_util::future::try_join_all(agents).await? {
-        println!("  agent {} running", agent.name);
+        say!("  agent {} running", agent.name);
         running.agents.push((agent, child));
     }
 
@@ -166,7 +178,7 @@ async fn demo(
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     lab.spawn(&mut gateway).context("starting the gateway")?;
-    println!(
+    say!(
         "  pod {:<40} {} {:<14} ingress gateway",
         format!("{}/{}", plan.gateway.namespace, plan.gateway.name),
         gateway_pod.name(),
@@ -175,7 +187,7 @@ async fn demo(
     for waypoint in waypoints::requested(objects) {
         // The hook for `mesh-agent waypoint` (being written): start it here, in an
         // enrolled pod of its own, as the gateway above.
-        println!("  waypoint {waypoint}: not started (waypoints are not part of the demo yet)");
+        say!("  waypoint {waypoint}: not started (waypoints are not part of the demo yet)");
     }
 
     let gateway_port = gateway_port(objects);
@@ -188,7 +200,7 @@ async fn demo(
                 target,
             )?);
         }
-        None => println!(
+        None => say!(
             "no Gateway selects istio=ingressgateway with an HTTP server: nothing is exposed on {}",
             options.listen
         ),
@@ -198,13 +210,13 @@ async fn demo(
     if gateway_port.is_some() {
         let path = if bookinfo { "/productpage" } else { "/" };
         match wait_until_served(options.listen, path, bookinfo).await {
-            Ok(()) => println!(
+            Ok(()) => say!(
                 "\nready in {:.2} s (from the command to a served {})",
                 started.elapsed().as_secs_f64(),
                 if bookinfo { "product page" } else { "page" }
             ),
             // The user's routes may still be wrong: say so and keep running for them.
-            Err(e) => println!("\nwarning: {e}"),
+            Err(e) => say!("\nwarning: {e}"),
         }
     }
     print_usage(plan, running, config_dir, options, bookinfo);
@@ -285,7 +297,7 @@ fn start_workload(lab: &Lab, bin: &Path, pod: &PodPlan) -> Result<()> {
             let list: Vec<String> = ports.iter().map(|p| format!(":{p}")).collect();
             format!("{} on {}", container.role.name(), list.join(" "))
         };
-        println!(
+        say!(
             "  pod {:<40} {} {:<14} {what}",
             format!("{}/{}", pod.namespace, pod.name),
             lab_pod.name(),
@@ -414,31 +426,31 @@ fn print_usage(
     bookinfo: bool,
 ) {
     let url = format!("http://{}", options.listen);
-    println!();
+    say!();
     if bookinfo {
-        println!("  product page   {url}/productpage   (open it in a browser; sign in as jason)");
-        println!("  products API   {url}/api/v1/products");
-        println!("\ntry:");
-        println!(
+        say!("  product page   {url}/productpage   (open it in a browser; sign in as jason)");
+        say!("  products API   {url}/api/v1/products");
+        say!("\ntry:");
+        say!(
             "  for i in $(seq 10); do curl -s {url}/productpage | grep -o 'Reviews served by: <b>[^<]*' ; done"
         );
     } else {
-        println!("  gateway        {url}/");
-        println!("\ntry:");
-        println!("  curl -s {url}/");
+        say!("  gateway        {url}/");
+        say!("\ntry:");
+        say!("  curl -s {url}/");
     }
-    println!(
+    say!(
         "  cp my-virtual-service.yaml {}/   # agents and gateway reload it",
         config_dir.display()
     );
     if let Some((agent, _)) = running.agents.first() {
-        println!(
+        say!(
             "  mesh-agent status --name {} --state-dir {}",
             agent.name,
             agent.state_dir.display()
         );
     }
-    println!(
+    say!(
         "\n{} pods on {} node(s); Ctrl-C removes everything",
         plan.workloads.len() + 1,
         plan.nodes
