@@ -308,7 +308,19 @@ fn init_logging() {
         .init();
 }
 
-fn main() -> Result<()> {
+/// Expected failures (a refused file, an agent not running, a port taken) print their
+/// message and exit 1, without the backtrace anyhow would add under RUST_BACKTRACE=1.
+fn main() -> std::process::ExitCode {
+    match run_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_main() -> Result<()> {
     // The demo reports the time from the command to its first served page.
     let started = std::time::Instant::now();
     let cli = Cli::parse();

@@ -41,8 +41,9 @@ pub enum ConfigError {
     },
     #[error("{0} has no *.yaml or *.yml file")]
     Empty(PathBuf),
+    /// The loader's errors, naming the user's files (not the demo's copies).
     #[error("the configuration has errors:\n{0}")]
-    Invalid(mesh_config::ConfigErrors),
+    Invalid(String),
     #[error("writing the demo's pods: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -64,6 +65,7 @@ pub fn prepare(dir: &Path, sources: &[PathBuf]) -> Result<Vec<LoadedObject>, Con
             std::fs::write(&path, text).map_err(io(&path))?;
         }
     }
+    let mut copies = Vec::new();
     for (n, source) in sources.iter().enumerate() {
         let files = yaml_files(source)?;
         if files.is_empty() {
@@ -81,11 +83,18 @@ pub fn prepare(dir: &Path, sources: &[PathBuf]) -> Result<Vec<LoadedObject>, Con
             };
             let target = dir.join(format!("{n}-{flat}"));
             std::fs::copy(&file, &target).map_err(io(&file))?;
+            copies.push((target, file));
         }
     }
     mesh_config::load_paths(&[dir.to_path_buf()])
         .map(|loaded| loaded.objects)
-        .map_err(ConfigError::Invalid)
+        .map_err(|errors| {
+            let mut text = errors.to_string();
+            for (copy, original) in &copies {
+                text = text.replace(&copy.display().to_string(), &original.display().to_string());
+            }
+            ConfigError::Invalid(text)
+        })
 }
 
 /// `*.yaml`/`*.yml` under `path` (a file as given), in name order.
