@@ -228,10 +228,17 @@ enum Command {
         namespace: String,
         pod: String,
     },
-    /// The embedded demo: a lab of nodes and pods, agents, sample services, traffic.
+    /// Run a configuration as a whole mesh on this host (default: Istio's Bookinfo): a lab
+    /// of nodes, one agent per node, the Deployments' pods, the ingress gateway.
     Demo {
-        /// Where the product page is exposed (host loopback only).
-        #[arg(long, default_value = "127.0.0.1:9080")]
+        /// Directory (or file) of Kubernetes and Istio YAML to run (repeatable).
+        #[arg(long = "config")]
+        configs: Vec<PathBuf>,
+        /// Number of nodes the pods are spread over.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=250))]
+        nodes: u16,
+        /// Where the ingress gateway is exposed (host loopback only).
+        #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
@@ -295,12 +302,50 @@ enum AppCommand {
         #[arg(long)]
         listen: SocketAddr,
     },
-    /// HTTP server answering with its name and the caller's address.
+    /// The generic workload: HTTP (JSON naming itself and echoing the request, a line for
+    /// `text/plain`, WebSocket echo) on each address.
     Http {
-        #[arg(long)]
-        listen: SocketAddr,
+        /// Address to listen on (repeatable: one per container port).
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+        /// `service` in its answers.
         #[arg(long)]
         name: String,
+        /// Its pod's name, reported in answers.
+        #[arg(long, default_value = "")]
+        pod: String,
+        /// Its pod's namespace, reported in answers.
+        #[arg(long, default_value = "")]
+        namespace: String,
+        /// Its pod's labels, `key=value,...` (`app` and `version` are reported).
+        #[arg(long, value_parser = parse_labels, default_value = "")]
+        labels: std::collections::BTreeMap<String, String>,
+    },
+    /// Bookinfo's product page: an HTML page from details and reviews (by Service name).
+    Productpage {
+        /// Address to listen on (repeatable: one per container port).
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+    },
+    /// Bookinfo's details service.
+    Details {
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+    },
+    /// Bookinfo's reviews service (v1: --stars none, v2: black, v3: red).
+    Reviews {
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+        /// The pod's name, shown on the product page (Kubernetes sets HOSTNAME to it).
+        #[arg(long, env = "HOSTNAME", default_value = "reviews")]
+        pod: String,
+        #[arg(long, value_enum, default_value = "none")]
+        stars: app::reviews::Stars,
+    },
+    /// Bookinfo's ratings service.
+    Ratings {
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
     },
     /// gRPC server: the standard health service (unary Check, server-streaming Watch).
     Grpc {
@@ -344,7 +389,21 @@ fn init_logging() {
         .init();
 }
 
-fn main() -> Result<()> {
+/// Expected failures (a refused file, an agent not running, a port taken) print their
+/// message and exit 1, without the backtrace anyhow would add under RUST_BACKTRACE=1.
+fn main() -> std::process::ExitCode {
+    match run_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_main() -> Result<()> {
+    // The demo reports the time from the command to its first served page.
+    let started = std::time::Instant::now();
     let cli = Cli::parse();
     init_logging();
     // Before anything makes a TLS client (kube-client uses the process default).
@@ -353,10 +412,10 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(run(cli.command))
+    runtime.block_on(run(cli.command, started))
 }
 
-async fn run(command: Command) -> Result<()> {
+async fn run(command: Command, started: std::time::Instant) -> Result<()> {
     match command {
         Command::Run {
             paths,
@@ -528,16 +587,23 @@ async fn run(command: Command) -> Result<()> {
             println!("removed {namespace}/{pod}");
             Ok(())
         }
-        Command::Demo { listen, duration } => {
+        Command::Demo {
+            configs,
+            nodes,
+            listen,
+            duration,
+        } => {
             anyhow::ensure!(
                 listen.ip().is_loopback(),
                 "--listen must be a loopback address"
             );
-            demo::run(demo::DemoOptions {
+            let options = demo::DemoOptions {
+                configs,
+                nodes: usize::from(nodes),
                 listen,
                 duration: duration.map(std::time::Duration::from_secs),
-            })
-            .await
+            };
+            demo::run(options, started).await
         }
         Command::Manifest {
             command: ManifestCommand::Generate { set },
@@ -551,7 +617,27 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::App { app } => match app {
             AppCommand::Echo { listen } => app::echo::run(listen).await,
-            AppCommand::Http { listen, name } => app::http::run(listen, name).await,
+            AppCommand::Http {
+                listen,
+                name,
+                pod,
+                namespace,
+                labels,
+            } => {
+                let identity = app::http::Identity {
+                    name,
+                    pod,
+                    namespace,
+                    labels,
+                };
+                Ok(app::http::run_workload(listen, identity).await?)
+            }
+            AppCommand::Productpage { listen } => Ok(app::productpage::run(listen).await?),
+            AppCommand::Details { listen } => Ok(app::details::run(listen).await?),
+            AppCommand::Reviews { listen, pod, stars } => {
+                Ok(app::reviews::run(listen, pod, stars).await?)
+            }
+            AppCommand::Ratings { listen } => Ok(app::ratings::run(listen).await?),
             AppCommand::Grpc { listen, name } => app::grpc::serve(listen, name).await,
             AppCommand::GrpcClient {
                 target,

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -28,6 +28,7 @@ pub enum Object {
     Pod(Pod),
     Deployment(Deployment),
     StatefulSet(StatefulSet),
+    ReplicaSet(ReplicaSet),
     DaemonSet(DaemonSet),
     Gateway(istio::Gateway),
     VirtualService(istio::VirtualService),
@@ -53,6 +54,7 @@ pub enum Kind {
     Pod,
     Deployment,
     StatefulSet,
+    ReplicaSet,
     DaemonSet,
     Gateway,
     VirtualService,
@@ -77,6 +79,7 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::Deployment => "Deployment",
             Kind::StatefulSet => "StatefulSet",
+            Kind::ReplicaSet => "ReplicaSet",
             Kind::DaemonSet => "DaemonSet",
             Kind::Gateway | Kind::K8sGateway => "Gateway",
             Kind::VirtualService => "VirtualService",
@@ -107,6 +110,7 @@ impl Kind {
             ("discovery.k8s.io", "EndpointSlice") => Kind::EndpointSlice,
             ("apps", "Deployment") => Kind::Deployment,
             ("apps", "StatefulSet") => Kind::StatefulSet,
+            ("apps", "ReplicaSet") => Kind::ReplicaSet,
             ("apps", "DaemonSet") => Kind::DaemonSet,
             ("networking.istio.io", "Gateway") => Kind::Gateway,
             ("networking.istio.io", "VirtualService") => Kind::VirtualService,
@@ -203,6 +207,7 @@ impl Object {
             Kind::Pod => Object::Pod(decode_typed(value, ignored)?),
             Kind::Deployment => Object::Deployment(decode_typed(value, ignored)?),
             Kind::StatefulSet => Object::StatefulSet(decode_typed(value, ignored)?),
+            Kind::ReplicaSet => Object::ReplicaSet(decode_typed(value, ignored)?),
             Kind::DaemonSet => Object::DaemonSet(decode_typed(value, ignored)?),
             Kind::Gateway => Object::Gateway(decode_typed(value, ignored)?),
             Kind::VirtualService => Object::VirtualService(decode_typed(value, ignored)?),
@@ -226,6 +231,7 @@ impl Object {
             Object::Pod(_) => Kind::Pod,
             Object::Deployment(_) => Kind::Deployment,
             Object::StatefulSet(_) => Kind::StatefulSet,
+            Object::ReplicaSet(_) => Kind::ReplicaSet,
             Object::DaemonSet(_) => Kind::DaemonSet,
             Object::Gateway(_) => Kind::Gateway,
             Object::VirtualService(_) => Kind::VirtualService,
@@ -249,6 +255,7 @@ impl Object {
             Object::Pod(o) => &o.metadata,
             Object::Deployment(o) => &o.metadata,
             Object::StatefulSet(o) => &o.metadata,
+            Object::ReplicaSet(o) => &o.metadata,
             Object::DaemonSet(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
             Object::VirtualService(o) => &o.metadata,
@@ -272,6 +279,7 @@ impl Object {
             Object::Pod(o) => &mut o.metadata,
             Object::Deployment(o) => &mut o.metadata,
             Object::StatefulSet(o) => &mut o.metadata,
+            Object::ReplicaSet(o) => &mut o.metadata,
             Object::DaemonSet(o) => &mut o.metadata,
             Object::Gateway(o) => &mut o.metadata,
             Object::VirtualService(o) => &mut o.metadata,

@@ -518,3 +518,39 @@ pub fn counter(metrics: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
+
+/// A WebSocket client for `python3 -c WEBSOCKET_CLIENT <port> <path>` (standard library
+/// only) to 127.0.0.1: the RFC 6455 handshake, the accept key checked, one masked text
+/// message out, the echoed frame read back, a close; prints one JSON line.
+pub const WEBSOCKET_CLIENT: &str = r#"
+import base64, hashlib, json, os, socket, sys
+port, path = int(sys.argv[1]), sys.argv[2]
+key = base64.b64encode(os.urandom(16)).decode()
+conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+conn.sendall(("GET %s HTTP/1.1\r\nHost: site\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path, key)).encode())
+data = b""
+while b"\r\n\r\n" not in data:
+    more = conn.recv(4096)
+    if not more:
+        break
+    data += more
+head, _, data = data.partition(b"\r\n\r\n")
+lines = head.decode().split("\r\n")
+fields = dict((l.split(":", 1)[0].strip().lower(), l.split(":", 1)[1].strip()) for l in lines[1:] if ":" in l)
+want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+def send(opcode, payload):
+    mask = os.urandom(4)
+    conn.sendall(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask
+                 + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+send(1, b"hello, mesh")
+while len(data) < 2:
+    data += conn.recv(4096)
+size = data[1] & 0x7f
+while len(data) < 2 + size:
+    data += conn.recv(4096)
+reply = data[2:2 + size].decode()
+send(8, b"")
+print(json.dumps({"status": lines[0], "accept_ok": fields.get("sec-websocket-accept") == want,
+                  "opcode": data[0] & 0x0f, "reply": reply}))
+"#;

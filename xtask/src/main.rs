@@ -44,7 +44,7 @@ enum Task {
     },
     /// Build and start the demo (`mesh-agent demo`).
     Demo {
-        /// Passed to `mesh-agent demo` (e.g. --listen 127.0.0.1:9080 --duration 60).
+        /// Passed to `mesh-agent demo` (e.g. --config my-app/ --nodes 3 --listen 127.0.0.1:8081).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

@@ -1,38 +1,45 @@
-//! `mesh-agent app http --listen ADDR --name NAME`: an HTTP/1.1 server that answers every
-//! request with a small JSON document naming itself and who called (the peer address it
-//! saw), so tests and the demo can see where a request went and from where it came; the
-//! request's headers and HTTP version are echoed too (what a proxy added or rewrote; it
-//! speaks HTTP/1.1 and h2c), and `?delay_ms=N`
-//! makes it answer late (timeouts).
-use std::{convert::Infallible, net::SocketAddr};
+//! `mesh-agent app http --listen ADDR... --name NAME`: the generic workload. Every image
+//! the demo has no Bookinfo role for runs as this, one `--listen` per container port.
+//!
+//! It answers every request with a small JSON document naming itself (`service`, and the
+//! pod, namespace and `labels.app`/`labels.version` it was given) and what it received:
+//! method, path, headers, HTTP version (`version`) and the peer address it saw (so tests and users can see
+//! where a request went, from where, and what a proxy added or rewrote); a client that
+//! asks for `text/plain` gets one line instead. It speaks HTTP/1.1 and h2c; `?delay_ms=N`
+//! makes it answer late (timeouts); a WebSocket upgrade gets an echo
+//! ([`super::websocket`]).
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response, body::Incoming, service::service_fn};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use hyper::{Request, body::Incoming, header};
 
-pub async fn run(listen: SocketAddr, name: String) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(listen).await?;
-    tracing::info!(%listen, %name, "http server listening");
-    loop {
-        let (stream, peer) = listener.accept().await?;
-        let name = name.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| answer(req, name.clone(), peer));
-            // HTTP/1.1 and h2c (prior knowledge), as a gRPC-style backend takes them.
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+use super::serve::{self, Reply};
+use super::websocket;
+
+/// Who this workload is, as its answers say.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// `service` in the answers (what the tests match on).
+    pub name: String,
+    /// The pod's name and namespace (empty outside the demo).
+    pub pod: String,
+    pub namespace: String,
+    /// The pod's labels (`app` and `version` are reported).
+    pub labels: BTreeMap<String, String>,
 }
 
-async fn answer(
-    req: Request<Incoming>,
-    name: String,
-    peer: SocketAddr,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+pub async fn run_workload(listen: Vec<SocketAddr>, identity: Identity) -> std::io::Result<()> {
+    let identity = Arc::new(identity);
+    super::serve_all(listen, move |req, peer| {
+        let identity = identity.clone();
+        async move { answer(req, &identity, peer).await }
+    })
+    .await
+}
+
+async fn answer(mut req: Request<Incoming>, identity: &Identity, peer: SocketAddr) -> Reply {
+    if websocket::is_upgrade(&req) {
+        return websocket::accept(&mut req);
+    }
     let delay_ms = req
         .uri()
         .query()
@@ -43,22 +50,70 @@ async fn answer(
     if let Some(ms) = delay_ms {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
+    let label = |key: &str| identity.labels.get(key).cloned().unwrap_or_default();
+    if wants_text(&req) {
+        let line = format!(
+            "{} pod={} namespace={} app={} version={} {} {}\n",
+            identity.name,
+            identity.pod,
+            identity.namespace,
+            label("app"),
+            label("version"),
+            req.method(),
+            req.uri().path()
+        );
+        return serve::reply(200, "text/plain; charset=utf-8", line);
+    }
     let headers: serde_json::Map<String, serde_json::Value> = req
         .headers()
         .iter()
         .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.into())))
         .collect();
     let body = serde_json::json!({
-        "service": name,
+        "service": identity.name,
+        "pod": identity.pod,
+        "namespace": identity.namespace,
+        "labels": {"app": label("app"), "version": label("version")},
+        "method": req.method().as_str(),
         "path": req.uri().path(),
         "peer": peer.to_string(),
         "headers": headers,
+        // The HTTP version (what the tests of h2c check), not the `version` label.
         "version": format!("{:?}", req.version()),
     });
-    let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
+    serve::json(200, &body)
+}
+
+/// `Accept: text/plain` (and not JSON first): curl users who want a line, not a document.
+fn wants_text<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| {
+            let text = accept.find("text/plain");
+            let json = accept.find("application/json");
+            match (text, json) {
+                (Some(t), Some(j)) => t < j,
+                (Some(_), None) => true,
+                _ => false,
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_plain_only_when_asked_for_before_json() {
+        let with = |accept: &str| {
+            let req = Request::get("/").header("accept", accept).body(()).unwrap();
+            wants_text(&req)
+        };
+        assert!(with("text/plain"));
+        assert!(with("text/plain, application/json;q=0.5"));
+        assert!(!with("application/json, text/plain"));
+        assert!(!with("*/*"));
+        assert!(!wants_text(&Request::get("/").body(()).unwrap()));
+    }
 }

@@ -204,6 +204,15 @@ fn build_workloads(objects: &[&LoadedObject], snap: &mut Snapshot) {
                 ),
                 None => continue,
             },
+            Object::ReplicaSet(d) => match &d.spec {
+                Some(s) => match &s.template {
+                    Some(template) => {
+                        (template, s.replicas.unwrap_or(1), "ReplicaSet", &s.selector)
+                    }
+                    None => continue,
+                },
+                None => continue,
+            },
             Object::DaemonSet(d) => match &d.spec {
                 Some(s) => (&s.template, 1, "DaemonSet", &s.selector),
                 None => continue,

@@ -350,7 +350,10 @@ fn decode_document(
         return;
     }
 
-    if matches!(kind, Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet) {
+    if matches!(
+        kind,
+        Kind::Deployment | Kind::StatefulSet | Kind::ReplicaSet | Kind::DaemonSet
+    ) {
         for filled in fill_fragment_workload(&mut value) {
             out.warnings.push(ConfigWarning {
                 place: place("spec", Some(label.clone())),

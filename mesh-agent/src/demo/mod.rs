@@ -1,0 +1,458 @@
+//! `mesh-agent demo`: the user's first contact. Runs a configuration as a whole mesh on
+//! this host: a lab of `--nodes` nodes (network namespaces and cgroups), one agent per
+//! node, the pods of the configuration's Deployments, ReplicaSets, StatefulSets,
+//! DaemonSets and bare Pods (named as Kubernetes names them, spread over the nodes,
+//! enrolled, each container running the built-in workload its image stands for), and the
+//! ingress gateway in its own enrolled pod, exposed on `--listen` (127.0.0.1:8080). With no
+//! `--config` the configuration is Istio's unchanged Bookinfo.
+//!
+//! Order: config ([`config`]) → plan ([`plan`]) → lab → agents → pods (enroll, then start
+//! the app) → gateway → waypoints ([`waypoints`]) → wait until the product page (or the
+//! gateway) answers, print how long that took → run until Ctrl-C, SIGTERM or `--duration`
+//! → remove everything: processes, pins, state, namespaces, cgroups, files.
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use mesh_config::{LoadedObject, Object, Snapshot};
+use mesh_testbed::lab::{Lab, LabChild, LabSpec};
+use tokio::net::TcpListener;
+
+use crate::{
+    app::upstream,
+    launch::{self, LabAgent, StartOptions},
+    pod::PodSpec,
+};
+
+pub mod config;
+pub mod ingress;
+pub mod plan;
+pub mod role;
+pub mod waypoints;
+
+use plan::{Plan, PodPlan};
+
+/// `println!` that does not panic when stdout is gone (`mesh-agent demo | head`, a closed
+/// terminal): a panic there would skip the cleanup.
+macro_rules! say {
+    () => {
+        say!("")
+    };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+const BPFFS_ROOT: &str = "/sys/fs/bpf/mesh-demo";
+/// How long the demo waits for its first served page before saying so.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct DemoOptions {
+    /// Directories or files of YAML; empty: Istio's Bookinfo.
+    pub configs: Vec<PathBuf>,
+    pub nodes: usize,
+    /// Host loopback address where the ingress gateway is exposed.
+    pub listen: SocketAddr,
+    /// Stop after this long (None: until Ctrl-C or SIGTERM).
+    pub duration: Option<Duration>,
+}
+
+/// What runs, for cleanup whatever the point startup reached.
+#[derive(Default)]
+struct Running {
+    agents: Vec<(LabAgent, LabChild)>,
+    ingress: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub async fn run(options: DemoOptions, started: Instant) -> Result<()> {
+    let bin = std::env::current_exe().context("locating the mesh-agent binary")?;
+    // First, so a taken port fails before anything is created.
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let config_dir = std::env::temp_dir().join(format!("mesh-demo-{}", std::process::id()));
+    let outcome = async {
+        let objects = config::prepare(&config_dir, &options.configs)?;
+        let plan = plan::plan(&objects, options.nodes, &mut fastrand::Rng::new());
+        let lab = Lab::create(LabSpec {
+            nodes: plan.nodes,
+            pods_per_node: plan.pods_per_node,
+        })
+        .context("creating the lab")?;
+        say!(
+            "lab {}: {} node(s), {} pod(s) (198.18.<node>.<10+pod>)",
+            lab.id(),
+            plan.nodes,
+            plan.workloads.len() + 1
+        );
+        let mut running = Running::default();
+        let result = tokio::select! {
+            r = demo(&lab, &bin, &plan, &objects, &config_dir, listener, &mut running, &options, started) => r,
+            () = shutdown_signal() => Ok(()),
+        };
+        say!("stopping: removing lab {}", lab.id());
+        if let Some(ingress) = running.ingress.take() {
+            ingress.abort();
+        }
+        for (agent, child) in &running.agents {
+            let _ = child.kill();
+            if let Err(e) = agent.uninstall() {
+                eprintln!("removing agent {}: {e}", agent.name);
+            }
+        }
+        let _ = std::fs::remove_dir_all(launch::lab_ca_dir(&lab));
+        drop(lab);
+        result
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&config_dir);
+    outcome
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn demo(
+    lab: &Lab,
+    bin: &Path,
+    plan: &Plan,
+    objects: &[LoadedObject],
+    config_dir: &Path,
+    listener: TcpListener,
+    running: &mut Running,
+    options: &DemoOptions,
+    started: Instant,
+) -> Result<()> {
+    let addresses: Vec<_> = plan
+        .all_pods()
+        .map(|p| {
+            let pod = lab.pod(p.node, p.slot);
+            (p, pod.ip(), pod.ipv6())
+        })
+        .collect();
+    config::write_pods(config_dir, objects, &addresses)?;
+
+    let agents = (1..=plan.nodes).map(|node| start_agent(lab, bin, node, config_dir));
+    for (agent, child) in futures_util::future::try_join_all(agents).await? {
+        say!("  agent {} running", agent.name);
+        running.agents.push((agent, child));
+    }
+
+    for pod in plan.all_pods() {
+        enroll(lab, pod, &running.agents[pod.node - 1].0).await?;
+    }
+    for pod in &plan.workloads {
+        start_workload(lab, bin, pod)?;
+    }
+    // Before any traffic: an endpoint that refuses a first connection is ejected for a
+    // while, and the first pages would miss it.
+    wait_listening(lab, plan).await?;
+    let gateway_pod = lab.pod(plan.gateway.node, plan.gateway.slot);
+    let mut gateway = gateway_pod.command(bin);
+    gateway
+        .args(["gateway", "--config-dir"])
+        .arg(config_dir)
+        .args(["--labels", &labels_arg(&plan.gateway)])
+        .args(["--namespace", &plan.gateway.namespace])
+        .args(["--workload", plan::GATEWAY_SERVICE_ACCOUNT])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    lab.spawn(&mut gateway).context("starting the gateway")?;
+    say!(
+        "  pod {:<40} {} {:<14} ingress gateway",
+        format!("{}/{}", plan.gateway.namespace, plan.gateway.name),
+        gateway_pod.name(),
+        gateway_pod.ip()
+    );
+    for waypoint in waypoints::requested(objects) {
+        // The hook for `mesh-agent waypoint` (being written): start it here, in an
+        // enrolled pod of its own, as the gateway above.
+        say!("  waypoint {waypoint}: not started (waypoints are not part of the demo yet)");
+    }
+
+    let gateway_port = gateway_port(objects);
+    match gateway_port {
+        Some(port) => {
+            let target = SocketAddr::new(gateway_pod.ip().into(), port);
+            running.ingress = Some(ingress::spawn(
+                listener,
+                lab.node(plan.gateway.node).netns_path(),
+                target,
+            )?);
+        }
+        None => say!(
+            "no Gateway selects istio=ingressgateway with an HTTP server: nothing is exposed on {}",
+            options.listen
+        ),
+    }
+
+    let bookinfo = has_service(objects, "productpage");
+    if gateway_port.is_some() {
+        let path = if bookinfo { "/productpage" } else { "/" };
+        match wait_until_served(options.listen, path, bookinfo).await {
+            Ok(()) => say!(
+                "\nready in {:.2} s (from the command to a served {})",
+                started.elapsed().as_secs_f64(),
+                if bookinfo { "product page" } else { "page" }
+            ),
+            // The user's routes may still be wrong: say so and keep running for them.
+            Err(e) => say!("\nwarning: {e}"),
+        }
+    }
+    print_usage(plan, running, config_dir, options, bookinfo);
+
+    match options.duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
+    Ok(())
+}
+
+async fn start_agent(
+    lab: &Lab,
+    bin: &Path,
+    node: usize,
+    config_dir: &Path,
+) -> Result<(LabAgent, LabChild)> {
+    let name = format!("demo-{}-n{node}", lab.id());
+    let agent = LabAgent {
+        state_dir: std::env::temp_dir().join(&name),
+        bpffs_root: BPFFS_ROOT.into(),
+        ca_dir: launch::lab_ca_dir(lab),
+        name,
+    };
+    let options = StartOptions {
+        extra_args: vec![
+            "--config-dir".into(),
+            config_dir.to_string_lossy().into_owned(),
+        ],
+        log_filter: "warn",
+        stderr: Stdio::inherit(),
+        timeout: Duration::from_secs(20),
+    };
+    let child = agent.start(lab, node, bin, options).await?;
+    Ok((agent, child))
+}
+
+/// The pod's resolv.conf (as a kubelet writes it), then enrollment with its node's agent.
+async fn enroll(lab: &Lab, pod: &PodPlan, agent: &LabAgent) -> Result<()> {
+    let lab_pod = lab.pod(pod.node, pod.slot);
+    let search = [
+        format!("{}.svc.cluster.local", pod.namespace),
+        "svc.cluster.local".into(),
+        "cluster.local".into(),
+    ];
+    // Any nameserver will do: the kernel steers the pod's queries to the agent.
+    lab_pod
+        .write_resolv_conf(
+            &[lab.node(pod.node).pod_gateway().into()],
+            &search,
+            &["ndots:5"],
+        )
+        .context("writing a pod's resolv.conf")?;
+    let spec = PodSpec {
+        name: pod.name.clone(),
+        namespace: pod.namespace.clone(),
+        service_account: pod.service_account.clone(),
+        labels: pod.labels.clone(),
+        netns: lab_pod.netns_path().to_path_buf(),
+        cgroup: Some(lab_pod.cgroup_path().to_path_buf()),
+        ips: vec![lab_pod.ip().into(), lab_pod.ipv6().into()],
+    };
+    agent
+        .client()
+        .enroll(&spec)
+        .await
+        .with_context(|| format!("enrolling pod {}/{}", pod.namespace, pod.name))
+}
+
+/// Starts each container's built-in workload in the pod, seeing the pod's resolv.conf.
+fn start_workload(lab: &Lab, bin: &Path, pod: &PodPlan) -> Result<()> {
+    let lab_pod = lab.pod(pod.node, pod.slot);
+    for container in &pod.containers {
+        let ports: Vec<u16> = container.ports.iter().map(|p| p.number).collect();
+        let what = if ports.is_empty() {
+            "no container port: nothing to serve".to_string()
+        } else {
+            let list: Vec<String> = ports.iter().map(|p| format!(":{p}")).collect();
+            format!("{} on {}", container.role.name(), list.join(" "))
+        };
+        say!(
+            "  pod {:<40} {} {:<14} {what}",
+            format!("{}/{}", pod.namespace, pod.name),
+            lab_pod.name(),
+            lab_pod.ip()
+        );
+        if ports.is_empty() {
+            continue;
+        }
+        let mut cmd = lab_pod.command_with_etc(bin);
+        cmd.arg("app").args(container.role.app_args());
+        for port in &ports {
+            cmd.args(["--listen", &format!("0.0.0.0:{port}")]);
+        }
+        if container.role == role::Role::Generic {
+            cmd.args(["--name", &container.name])
+                .args(["--pod", &pod.name])
+                .args(["--namespace", &pod.namespace])
+                .args(["--labels", &labels_arg(pod)]);
+        }
+        cmd.envs(container.env.iter().map(|(k, v)| (k, v)))
+            .env("HOSTNAME", &pod.name)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        lab.spawn(&mut cmd)
+            .with_context(|| format!("starting {} in pod {}", container.name, pod.name))?;
+    }
+    Ok(())
+}
+
+/// Waits until every container port of every workload accepts, probing over the pod's
+/// own loopback from a thread in its namespace (neither captured nor steered, so the probe
+/// reaches the app itself).
+async fn wait_listening(lab: &Lab, plan: &Plan) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut probes = tokio::task::JoinSet::new();
+    for pod in &plan.workloads {
+        for port in pod.containers.iter().flat_map(|c| &c.ports) {
+            let lab_pod = lab.pod(pod.node, pod.slot).clone();
+            let addr = SocketAddr::from(([127, 0, 0, 1], port.number));
+            let what = format!("{}/{} port {}", pod.namespace, pod.name, port.number);
+            probes.spawn_blocking(move || {
+                let listening = lab_pod.run(move || {
+                    while Instant::now() < deadline {
+                        let probe =
+                            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+                        if probe.is_ok() {
+                            return true;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    false
+                });
+                (what, listening.unwrap_or(false))
+            });
+        }
+    }
+    while let Some(probe) = probes.join_next().await {
+        let (what, listening) = probe?;
+        anyhow::ensure!(listening, "{what}: nothing listens after 10 s");
+    }
+    Ok(())
+}
+
+fn labels_arg(pod: &PodPlan) -> String {
+    let pairs: Vec<String> = pod.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.join(",")
+}
+
+/// The gateway's first plain HTTP server port, from the configuration as it will see it.
+fn gateway_port(objects: &[LoadedObject]) -> Option<u16> {
+    let loaded = mesh_config::LoadedConfig {
+        objects: objects.to_vec(),
+        warnings: Vec::new(),
+    };
+    let snapshot = Snapshot::build(&loaded).ok()?;
+    let labels = plan::GATEWAY_LABELS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    crate::l7::gateway::served_ports(&snapshot, &labels)
+        .into_iter()
+        .find(|(_, served)| served.tls.is_none())
+        .map(|(port, _)| port)
+}
+
+fn has_service(objects: &[LoadedObject], name: &str) -> bool {
+    objects.iter().any(|o| {
+        matches!(o.object, Object::Service(_)) && o.object.meta().name.as_deref() == Some(name)
+    })
+}
+
+/// Polls `GET path` through the exposed gateway until it answers: 200 for the product
+/// page; for a user's configuration anything but the gateway's "no upstream yet" (502,
+/// 503, 504), since `/` may well be unrouted (404) in it.
+async fn wait_until_served(listen: SocketAddr, path: &str, want_ok: bool) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let host = listen.ip().to_string();
+    let none = hyper::HeaderMap::new();
+    loop {
+        let answer = upstream::get(&host, listen.port(), path, &none, Duration::from_secs(2)).await;
+        let served = answer.is_ok_and(|a| {
+            if want_ok {
+                a.status.is_success()
+            } else {
+                !matches!(a.status.as_u16(), 502..=504)
+            }
+        });
+        if served {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "http://{listen}{path} did not answer 200 within {} s",
+            READY_TIMEOUT.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn print_usage(
+    plan: &Plan,
+    running: &Running,
+    config_dir: &Path,
+    options: &DemoOptions,
+    bookinfo: bool,
+) {
+    let url = format!("http://{}", options.listen);
+    say!();
+    if bookinfo {
+        say!("  product page   {url}/productpage   (open it in a browser; sign in as jason)");
+        say!("  products API   {url}/api/v1/products");
+        say!("\ntry:");
+        say!(
+            "  for i in $(seq 10); do curl -s {url}/productpage | grep -o 'Reviews served by: <b>[^<]*' ; done"
+        );
+    } else {
+        say!("  gateway        {url}/");
+        say!("\ntry:");
+        say!("  curl -s {url}/");
+    }
+    say!(
+        "  cp my-virtual-service.yaml {}/   # agents and gateway reload it",
+        config_dir.display()
+    );
+    if let Some((agent, _)) = running.agents.first() {
+        say!(
+            "  mesh-agent status --name {} --state-dir {}",
+            agent.name,
+            agent.state_dir.display()
+        );
+    }
+    say!(
+        "\n{} pods on {} node(s); Ctrl-C removes everything",
+        plan.workloads.len() + 1,
+        plan.nodes
+    );
+}

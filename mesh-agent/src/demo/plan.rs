@@ -1,0 +1,262 @@
+//! What the demo runs, decided from the configuration before anything is created: one pod
+//! per replica of each Deployment, ReplicaSet and StatefulSet, one per node of each
+//! DaemonSet, each bare Pod, and the ingress gateway's pod; named as Kubernetes names them,
+//! spread over the nodes, each container with the built-in workload its image runs as
+//! ([`super::role`]). Pure (randomness injected), so it is unit-tested from real YAML.
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use mesh_config::{LoadedObject, Object};
+
+use super::role::Role;
+
+/// The alphabet of Kubernetes' generated names (`rand.SafeEncodeString`: no vowels, no
+/// look-alike digits).
+const SAFE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+pub const GATEWAY_NAMESPACE: &str = "istio-system";
+pub const GATEWAY_SERVICE_ACCOUNT: &str = "istio-ingressgateway";
+pub const GATEWAY_LABELS: [(&str, &str); 2] =
+    [("istio", "ingressgateway"), ("app", "istio-ingressgateway")];
+
+/// One container of a planned pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerPlan {
+    pub name: String,
+    pub image: String,
+    pub role: Role,
+    /// Declared TCP container ports.
+    pub ports: Vec<Port>,
+    /// Literal `env` values (`valueFrom` is not resolved off-cluster).
+    pub env: Vec<(String, String)>,
+}
+
+/// A container port: number, and the name a Service's `targetPort` may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    pub number: u16,
+    pub name: Option<String>,
+}
+
+/// One pod to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPlan {
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    pub containers: Vec<ContainerPlan>,
+    /// `Deployment/reviews-v1`, `Pod/x`, or `ingress gateway`.
+    pub owner: String,
+    /// Lab node and pod slot (both 1-based).
+    pub node: usize,
+    pub slot: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The ingress gateway's pod (no containers: the demo starts `mesh-agent gateway`).
+    pub gateway: PodPlan,
+    pub workloads: Vec<PodPlan>,
+    pub nodes: usize,
+    /// Lab slots per node: enough for the fullest node.
+    pub pods_per_node: usize,
+}
+
+impl Plan {
+    pub fn all_pods(&self) -> impl Iterator<Item = &PodPlan> {
+        std::iter::once(&self.gateway).chain(&self.workloads)
+    }
+}
+
+/// Plans the pods of `objects` over `nodes` nodes: the gateway first, then the workloads
+/// in the configuration's order, each on the next node round robin.
+pub fn plan(objects: &[LoadedObject], nodes: usize, rng: &mut fastrand::Rng) -> Plan {
+    let nodes = nodes.max(1);
+    let mut names = BTreeSet::new();
+    let mut pods = vec![gateway_pod(rng, &mut names)];
+    for loaded in objects {
+        let object = &loaded.object;
+        let meta = object.meta();
+        let owner_name = meta.name.clone().unwrap_or_default();
+        let owner = format!("{}/{owner_name}", object.kind());
+        match object {
+            Object::Pod(pod) => {
+                let template = PodTemplateSpec {
+                    metadata: Some(pod.metadata.clone()),
+                    spec: pod.spec.clone(),
+                };
+                pods.push(pod_from(&template, meta, owner_name, owner));
+            }
+            Object::Deployment(d) => {
+                let Some(spec) = &d.spec else { continue };
+                let hash = template_hash(&spec.template);
+                for _ in 0..spec.replicas.unwrap_or(1).max(0) {
+                    let name = unique(&mut names, || {
+                        format!("{owner_name}-{hash}-{}", suffix(rng))
+                    });
+                    pods.push(pod_from(&spec.template, meta, name, owner.clone()));
+                }
+            }
+            Object::ReplicaSet(r) => {
+                let Some(template) = r.spec.as_ref().and_then(|s| s.template.as_ref()) else {
+                    continue;
+                };
+                let replicas = r.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                for _ in 0..replicas.max(0) {
+                    let name = unique(&mut names, || format!("{owner_name}-{}", suffix(rng)));
+                    pods.push(pod_from(template, meta, name, owner.clone()));
+                }
+            }
+            Object::StatefulSet(s) => {
+                let Some(spec) = &s.spec else { continue };
+                for ordinal in 0..spec.replicas.unwrap_or(1).max(0) {
+                    let name = format!("{owner_name}-{ordinal}");
+                    names.insert(name.clone());
+                    pods.push(pod_from(&spec.template, meta, name, owner.clone()));
+                }
+            }
+            Object::DaemonSet(d) => {
+                let Some(spec) = &d.spec else { continue };
+                for _ in 0..nodes {
+                    let name = unique(&mut names, || format!("{owner_name}-{}", suffix(rng)));
+                    pods.push(pod_from(&spec.template, meta, name, owner.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+    // Round robin over the nodes; a DaemonSet's pods are consecutive, so one per node.
+    let mut used = vec![0usize; nodes];
+    for (i, pod) in pods.iter_mut().enumerate() {
+        let node = i % nodes;
+        used[node] += 1;
+        pod.node = node + 1;
+        pod.slot = used[node];
+    }
+    let pods_per_node = used.iter().copied().max().unwrap_or(1);
+    let gateway = pods.remove(0);
+    Plan {
+        gateway,
+        workloads: pods,
+        nodes,
+        pods_per_node,
+    }
+}
+
+fn gateway_pod(rng: &mut fastrand::Rng, names: &mut BTreeSet<String>) -> PodPlan {
+    let name = unique(names, || {
+        format!(
+            "istio-ingressgateway-{}-{}",
+            safe_encode(0x1d5e_a7e5),
+            suffix(rng)
+        )
+    });
+    PodPlan {
+        name,
+        namespace: GATEWAY_NAMESPACE.into(),
+        labels: GATEWAY_LABELS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        service_account: GATEWAY_SERVICE_ACCOUNT.into(),
+        containers: Vec::new(),
+        owner: "ingress gateway".into(),
+        node: 0,
+        slot: 0,
+    }
+}
+
+/// A pod from a template; its namespace is its owner's (or `default`).
+fn pod_from(template: &PodTemplateSpec, owner: &ObjectMeta, name: String, kind: String) -> PodPlan {
+    let spec: Option<&PodSpec> = template.spec.as_ref();
+    PodPlan {
+        name,
+        namespace: owner.namespace.clone().unwrap_or_else(|| "default".into()),
+        labels: template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default(),
+        service_account: spec
+            .and_then(|s| {
+                s.service_account_name
+                    .clone()
+                    .or_else(|| s.service_account.clone())
+            })
+            .unwrap_or_else(|| "default".into()),
+        containers: spec
+            .map(|s| s.containers.iter().map(container).collect())
+            .unwrap_or_default(),
+        owner: kind,
+        node: 0,
+        slot: 0,
+    }
+}
+
+fn container(c: &Container) -> ContainerPlan {
+    let image = c.image.clone().unwrap_or_default();
+    ContainerPlan {
+        name: c.name.clone(),
+        role: Role::for_image(&image),
+        image,
+        ports: c
+            .ports
+            .iter()
+            .flatten()
+            .filter(|p| p.protocol.as_deref().is_none_or(|proto| proto == "TCP"))
+            .filter_map(|p| {
+                Some(Port {
+                    number: u16::try_from(p.container_port).ok()?,
+                    name: p.name.clone(),
+                })
+            })
+            .collect(),
+        env: c
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+            .collect(),
+    }
+}
+
+/// The `pod-template-hash` part of a Deployment's pod names: FNV-1a (32 bits) of the
+/// template, its decimal digits in the safe alphabet, as Kubernetes spells it (its hash
+/// input is Go's object dump, ours the JSON: same template, same name, run after run).
+fn template_hash(template: &PodTemplateSpec) -> String {
+    let json = serde_json::to_vec(template).unwrap_or_default();
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in json {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    safe_encode(hash)
+}
+
+fn safe_encode(value: u32) -> String {
+    value
+        .to_string()
+        .bytes()
+        .map(|b| char::from(SAFE_ALPHABET[usize::from(b) % SAFE_ALPHABET.len()]))
+        .collect()
+}
+
+/// Five random characters, as a ReplicaSet's pods end.
+fn suffix(rng: &mut fastrand::Rng) -> String {
+    (0..5)
+        .map(|_| char::from(SAFE_ALPHABET[rng.usize(..SAFE_ALPHABET.len())]))
+        .collect()
+}
+
+fn unique(names: &mut BTreeSet<String>, mut make: impl FnMut() -> String) -> String {
+    loop {
+        let name = make();
+        if names.insert(name.clone()) {
+            return name;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+use super::*;
+use crate::app::reviews::Stars;
+use crate::demo::config::BOOKINFO;
+
+fn load(text: &str) -> Vec<LoadedObject> {
+    mesh_config::load_str(text, None)
+        .expect("valid YAML")
+        .objects
+}
+
+fn bookinfo() -> Vec<LoadedObject> {
+    BOOKINFO.iter().flat_map(|(_, text)| load(text)).collect()
+}
+
+#[test]
+fn bookinfo_runs_six_pods_named_as_kubernetes_names_them_over_two_nodes() {
+    let plan = plan(&bookinfo(), 2, &mut fastrand::Rng::with_seed(7));
+    let names: Vec<&str> = plan.workloads.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names.len(), 6, "{names:?}");
+    for (pod, deployment) in plan.workloads.iter().zip([
+        "details-v1",
+        "ratings-v1",
+        "reviews-v1",
+        "reviews-v2",
+        "reviews-v3",
+        "productpage-v1",
+    ]) {
+        // <deployment>-<template hash>-<5 chars>, from Kubernetes' safe alphabet.
+        let rest = pod.name.strip_prefix(&format!("{deployment}-")).unwrap();
+        let (hash, suffix) = rest.split_once('-').unwrap();
+        assert!(!hash.is_empty() && hash.len() <= 10, "{}", pod.name);
+        assert_eq!(suffix.len(), 5, "{}", pod.name);
+        assert!(
+            rest.bytes()
+                .all(|b| b == b'-' || SAFE_ALPHABET.contains(&b))
+        );
+        assert_eq!(pod.owner, format!("Deployment/{deployment}"));
+        assert_eq!(pod.namespace, "default");
+    }
+    let reviews_v2 = &plan.workloads[3];
+    assert_eq!(reviews_v2.labels["app"], "reviews");
+    assert_eq!(reviews_v2.labels["version"], "v2");
+    assert_eq!(reviews_v2.service_account, "bookinfo-reviews");
+    assert_eq!(reviews_v2.containers[0].role, Role::Reviews(Stars::Black));
+    assert_eq!(reviews_v2.containers[0].ports[0].number, 9080);
+    assert!(
+        reviews_v2.containers[0]
+            .env
+            .contains(&("LOG_DIR".into(), "/tmp/logs".into()))
+    );
+    assert_eq!(plan.workloads[5].containers[0].role, Role::Productpage);
+
+    // The gateway first, then round robin: 7 pods, 4 on node 1, 3 on node 2, no slot twice.
+    assert_eq!((plan.gateway.node, plan.gateway.slot), (1, 1));
+    assert_eq!(plan.gateway.labels["istio"], "ingressgateway");
+    assert_eq!(plan.pods_per_node, 4);
+    let slots: BTreeSet<(usize, usize)> = plan.all_pods().map(|p| (p.node, p.slot)).collect();
+    assert_eq!(slots.len(), 7);
+    assert!(
+        plan.all_pods()
+            .all(|p| (1..=2).contains(&p.node) && p.slot >= 1)
+    );
+
+    // The template hash is the template's: the same on every run, different per version.
+    let again = super::plan(&bookinfo(), 2, &mut fastrand::Rng::with_seed(8));
+    let hash = |p: &PodPlan| p.name.rsplit_once('-').unwrap().0.to_string();
+    assert_eq!(hash(&plan.workloads[3]), hash(&again.workloads[3]));
+    assert_ne!(hash(&plan.workloads[2]), hash(&plan.workloads[3]));
+}
+
+#[test]
+fn replicas_stateful_sets_replica_sets_bare_pods_and_other_images() {
+    let objects = load(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web, version: v2}}
+    spec:
+      containers:
+      - name: site
+        image: example.com/acme/website:2.0
+        ports: [{containerPort: 8080, name: http}, {containerPort: 5353, protocol: UDP}]
+        env: [{name: MODE, value: fast}, {name: SECRET, valueFrom: {secretKeyRef: {name: s, key: k}}}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  replicas: 2
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: db, image: postgres, ports: [{containerPort: 5432}]}]}
+---
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: car-rs}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: car}}
+  template:
+    metadata: {labels: {app: car}}
+    spec: {containers: [{name: car, image: car:1}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: lonely, labels: {app: lonely}}
+spec: {serviceAccountName: solo, containers: [{name: c, image: busybox}]}
+"#,
+    );
+    let plan = plan(&objects, 3, &mut fastrand::Rng::with_seed(1));
+    let names: Vec<&str> = plan.workloads.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names.len(), 7, "{names:?}");
+    assert!(names[..3].iter().all(|n| n.starts_with("web-")));
+    assert_eq!(names[..3].iter().collect::<BTreeSet<_>>().len(), 3);
+    assert_eq!(&names[3..5], ["db-0", "db-1"]);
+    let rs = names[5].strip_prefix("car-rs-").unwrap();
+    assert_eq!(rs.len(), 5);
+    assert_eq!(names[6], "lonely");
+
+    let web = &plan.workloads[0];
+    assert_eq!(web.namespace, "shop");
+    assert_eq!(web.service_account, "default");
+    let site = &web.containers[0];
+    assert_eq!(site.role, Role::Generic);
+    assert_eq!(
+        site.ports,
+        [Port {
+            number: 8080,
+            name: Some("http".into())
+        }],
+        "UDP ports are not served"
+    );
+    assert_eq!(site.env, [("MODE".to_string(), "fast".to_string())]);
+    assert_eq!(plan.workloads[6].service_account, "solo");
+    assert_eq!(plan.workloads[6].namespace, "default");
+
+    // 8 pods over 3 nodes: 3, 3, 2; the three web replicas on three different nodes.
+    assert_eq!(plan.pods_per_node, 3);
+    let web_nodes: BTreeSet<usize> = plan.workloads[..3].iter().map(|p| p.node).collect();
+    assert_eq!(web_nodes.len(), 3);
+}

@@ -1,0 +1,407 @@
+//! `mesh-agent demo` as a user runs it: the real binary with no configuration (Istio's
+//! Bookinfo), the product page fetched with curl through the ingress gateway on a
+//! localhost port, then SIGTERM, and nothing of it left on the host.
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use mesh_tests::{WEBSOCKET_CLIENT, agent_bin, require_root};
+use serde_json::Value;
+
+/// A running `mesh-agent demo`; SIGTERM and wait on drop, so a failed test cleans up too.
+struct Demo {
+    child: Child,
+    port: u16,
+    lab_id: String,
+    lines: Vec<String>,
+}
+
+impl Demo {
+    /// Starts the demo on a free localhost port (and `args`) and waits for its "ready"
+    /// line.
+    fn start(args: &[&str]) -> Result<Demo> {
+        require_root();
+        // A free port, not 8080: parallel runs (and a user's own demo) must not collide.
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut child = Command::new(agent_bin())
+            .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().context("demo stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Reads to the end even once nobody listens: a closed pipe would fail the
+            // demo's own output.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("demo: {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let mut demo = Demo {
+            child,
+            port,
+            lab_id: String::new(),
+            lines: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => bail!(
+                    "the demo did not say it was ready within 90 s: {:?}",
+                    demo.lines
+                ),
+            };
+            if let Some(rest) = line.strip_prefix("lab ") {
+                demo.lab_id = rest.split(':').next().unwrap_or_default().to_string();
+            }
+            let ready = line.starts_with("ready in ");
+            demo.lines.push(line);
+            if ready {
+                break;
+            }
+        }
+        ensure!(!demo.lab_id.is_empty(), "no lab line: {:?}", demo.lines);
+        Ok(demo)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// curl from the host, as a user would: (status, body).
+    fn curl(&self, path: &str, extra: &[&str]) -> Result<(u16, String)> {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+            .args(extra)
+            .arg(self.url(path))
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "curl {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        Ok((code.trim().parse()?, body.to_string()))
+    }
+
+    /// SIGTERM, then wait (at most 30 s) for a clean exit.
+    fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the demo did not exit within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.terminate();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Which reviews version served a product page, checked against what it shows: v1 no
+/// stars, v2 black stars, v3 red stars.
+fn reviews_version(page: &str) -> Result<&'static str> {
+    let served_by = page
+        .split("Reviews served by: <b>")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .with_context(|| format!("no 'Reviews served by' on the page:\n{page}"))?;
+    let black = page.contains("class=\"stars\" style=\"color: black\"");
+    let red = page.contains("class=\"stars\" style=\"color: red\"");
+    Ok(match (served_by.split('-').nth(1), black, red) {
+        (Some("v1"), false, false) => "v1",
+        (Some("v2"), true, false) => "v2",
+        (Some("v3"), false, true) => "v3",
+        other => bail!("{served_by}: stars do not match the version: {other:?}"),
+    })
+}
+
+/// What a run leaves on the host, if anything: namespaces, cgroups, pins, state and config
+/// files, processes.
+fn leftovers(lab_id: &str, demo_pid: u32, nodes: usize) -> Result<Vec<String>> {
+    let mut left = Vec::new();
+    let netns_prefix = format!("mt{lab_id}-");
+    for entry in std::fs::read_dir("/var/run/netns")?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&netns_prefix) {
+            left.push(format!("namespace {name}"));
+        }
+    }
+    let cgroup = mesh_testbed::cgroup::cgroup2_mount()?.join(format!("mesh-{lab_id}"));
+    let agent_prefix = format!("demo-{lab_id}-");
+    let mut paths: Vec<PathBuf> = vec![
+        cgroup,
+        std::env::temp_dir().join(format!("mesh-demo-{demo_pid}")),
+        std::env::temp_dir().join(format!("mesh-ca-{lab_id}")),
+    ];
+    for node in 1..=nodes {
+        paths.push(PathBuf::from(format!(
+            "/sys/fs/bpf/mesh-demo/{agent_prefix}n{node}"
+        )));
+        paths.push(std::env::temp_dir().join(format!("{agent_prefix}n{node}")));
+    }
+    for entry in std::fs::read_dir("/etc/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&netns_prefix)
+        {
+            paths.push(entry.path());
+        }
+    }
+    left.extend(
+        paths
+            .into_iter()
+            .filter(|p| p.exists())
+            .map(|p| p.display().to_string()),
+    );
+    // The agents (named after the lab) and the gateway (reading the demo's directory).
+    let config_dir = format!("mesh-demo-{demo_pid}");
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&agent_prefix) || cmdline.contains(&config_dir) {
+            left.push(format!(
+                "process {}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+    Ok(left)
+}
+
+/// `mesh-agent demo` with no flags but a port: Istio's Bookinfo answers on localhost with
+/// the product page, its details and reviews from all three versions; SIGTERM removes all.
+#[test]
+fn demo_serves_bookinfo_on_localhost_and_leaves_nothing_behind() -> Result<()> {
+    let mut demo = Demo::start(&[])?;
+    let ready = demo
+        .lines
+        .iter()
+        .find(|l| l.starts_with("ready in "))
+        .cloned();
+    ensure!(
+        ready.as_deref().is_some_and(|l| l.contains("product page")),
+        "{ready:?}"
+    );
+
+    let mut versions = std::collections::BTreeMap::new();
+    for _ in 0..30 {
+        let (status, page) = demo.curl("/productpage", &[])?;
+        ensure!(status == 200, "status {status}: {page}");
+        for text in [
+            "<h1 class=\"title\">The Comedy of Errors</h1>",
+            "Book Details",
+            "<dd>William Shakespeare</dd>",
+            "<dd>paperback</dd>",
+            "Book Reviews",
+            "An extremely entertaining play by Shakespeare.",
+        ] {
+            ensure!(
+                page.contains(text),
+                "{text:?} missing from the page:\n{page}"
+            );
+        }
+        *versions.entry(reviews_version(&page)?).or_insert(0) += 1;
+    }
+    ensure!(
+        versions.len() == 3,
+        "reviews v1, v2 and v3 should all appear over 30 requests: {versions:?}"
+    );
+
+    // The login form sets the user, and the page shows who is signed in.
+    let (status, _) = demo.curl("/login", &["-d", "username=jason&passwd=x"])?;
+    ensure!(status == 302, "login: {status}");
+    let (_, page) = demo.curl("/productpage", &["-b", "user=jason"])?;
+    ensure!(page.contains("jason <a href=\"/logout\">"), "{page}");
+
+    // The API route of bookinfo-gateway.yaml reaches productpage too.
+    let (status, body) = demo.curl("/api/v1/products", &[])?;
+    ensure!(
+        status == 200 && body.contains("The Comedy of Errors"),
+        "{status} {body}"
+    );
+    // A path the gateway's VirtualService does not route.
+    let (status, _) = demo.curl("/nothing-here", &[])?;
+    ensure!(status == 404, "unrouted path: {status}");
+
+    let pid = demo.child.id();
+    let lab_id = demo.lab_id.clone();
+    let status = demo.terminate()?;
+    ensure!(status.success(), "the demo exited with {status}");
+    let left = leftovers(&lab_id, pid, 2)?;
+    ensure!(left.is_empty(), "left behind after SIGTERM: {left:#?}");
+    Ok(())
+}
+
+/// A user's own manifests, unchanged: three versions of a website (made-up image) with a
+/// Service, DestinationRule subsets, a Gateway and a VirtualService (header match, a
+/// default subset, a `/ws` WebSocket route), plus a StatefulSet of another made-up image.
+const WEBSITE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: website}
+spec:
+  selector: {app: website}
+  ports: [{name: http, port: 80, targetPort: web}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: website}
+spec:
+  host: website
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  - {name: v3, labels: {version: v3}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: website-gateway}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: website}
+spec:
+  hosts: ["*"]
+  gateways: [website-gateway]
+  http:
+  - match: [{uri: {prefix: /ws}}]
+    route: [{destination: {host: website, subset: v1}}]
+  - match: [{headers: {x-version: {exact: v2}}}]
+    route: [{destination: {host: website, subset: v2}}]
+  - route: [{destination: {host: website, subset: v3}}]
+"#;
+
+fn website_deployment(version: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: website-{version}, labels: {{app: website}}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: website, version: {version}}}}}
+  template:
+    metadata: {{labels: {{app: website, version: {version}}}}}
+    spec:
+      serviceAccountName: website
+      containers:
+      - name: web
+        image: registry.example.com/acme/website:{version}
+        ports: [{{name: web, containerPort: 8080}}]
+"#
+    )
+}
+
+/// The directory the test writes the manifests to, removed on drop.
+struct ConfigDir(PathBuf);
+
+impl Drop for ConfigDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn demo_runs_a_users_own_manifests_unchanged_and_routes_them_as_written() -> Result<()> {
+    let dir = ConfigDir(
+        std::env::temp_dir().join(format!("mesh-test-demo-config-{}", std::process::id())),
+    );
+    std::fs::create_dir_all(dir.0.join("deployments"))?;
+    std::fs::write(dir.0.join("website.yaml"), WEBSITE)?;
+    for version in ["v1", "v2", "v3"] {
+        std::fs::write(
+            dir.0.join(format!("deployments/website-{version}.yaml")),
+            website_deployment(version),
+        )?;
+    }
+    let config = dir.0.to_string_lossy().into_owned();
+    let mut demo = Demo::start(&["--config", &config, "--nodes", "3"])?;
+    ensure!(
+        demo.lines
+            .iter()
+            .filter(|l| l.contains("generic http on :8080"))
+            .count()
+            == 3,
+        "{:#?}",
+        demo.lines
+    );
+
+    let served = |extra: &[&str]| -> Result<Value> {
+        let (status, body) = demo.curl("/index.html", extra)?;
+        ensure!(status == 200, "status {status}: {body}");
+        Ok(serde_json::from_str(&body)?)
+    };
+    for _ in 0..3 {
+        let json = served(&[])?;
+        assert_eq!(json["labels"]["version"], "v3", "{json}");
+        assert_eq!(json["labels"]["app"], "website");
+        assert_eq!(json["namespace"], "default");
+        assert_eq!(json["service"], "web");
+        assert_eq!(json["path"], "/index.html");
+        ensure!(
+            json["pod"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("website-v3-")),
+            "{json}"
+        );
+        let json = served(&["-H", "x-version: v2"])?;
+        assert_eq!(json["labels"]["version"], "v2", "{json}");
+    }
+
+    let out = Command::new("python3")
+        .args(["-c", WEBSOCKET_CLIENT, &demo.port.to_string(), "/ws/chat"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "websocket client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ws: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(ws["status"], "HTTP/1.1 101 Switching Protocols", "{ws}");
+    assert_eq!(ws["accept_ok"], true, "{ws}");
+    assert_eq!(ws["reply"], "hello, mesh", "{ws}");
+
+    let pid = demo.child.id();
+    let lab_id = demo.lab_id.clone();
+    ensure!(demo.terminate()?.success());
+    let left = leftovers(&lab_id, pid, 3)?;
+    ensure!(left.is_empty(), "left behind after SIGTERM: {left:#?}");
+    Ok(())
+}
