@@ -405,3 +405,73 @@ fn demo_runs_a_users_own_manifests_unchanged_and_routes_them_as_written() -> Res
     ensure!(left.is_empty(), "left behind after SIGTERM: {left:#?}");
     Ok(())
 }
+
+/// What a user adds to Bookinfo for Istio ambient's L7 tasks: a waypoint
+/// (`istioctl waypoint apply`) and the namespace bound to it.
+const WAYPOINT: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: default
+  labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: waypoint
+  labels: {istio.io/waypoint-for: service}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+"#;
+
+/// Bookinfo's "request routing" task as a user runs it: the unchanged Bookinfo files plus
+/// a waypoint and `virtual-service-reviews-jason-v2-v3.yaml`; the product page shows
+/// black stars (v2) to jason once logged in, red stars (v3) to everyone else.
+#[test]
+fn demo_with_a_waypoint_routes_bookinfo_reviews_by_user() -> Result<()> {
+    let dir = ConfigDir(
+        std::env::temp_dir().join(format!("mesh-test-demo-waypoint-{}", std::process::id())),
+    );
+    std::fs::create_dir_all(&dir.0)?;
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/istio-bookinfo");
+    for file in [
+        "bookinfo.yaml",
+        "bookinfo-gateway.yaml",
+        "destination-rule-all.yaml",
+        "virtual-service-reviews-jason-v2-v3.yaml",
+    ] {
+        std::fs::copy(fixtures.join(file), dir.0.join(file))?;
+    }
+    std::fs::write(dir.0.join("waypoint.yaml"), WAYPOINT)?;
+    let config = dir.0.to_string_lossy().into_owned();
+    let mut demo = Demo::start(&["--config", &config])?;
+    ensure!(
+        demo.lines
+            .iter()
+            .any(|l| l.contains("waypoint default/waypoint")),
+        "{:#?}",
+        demo.lines
+    );
+    let page = |extra: &[&str]| -> Result<&'static str> {
+        let (status, body) = demo.curl("/productpage", extra)?;
+        ensure!(status == 200, "status {status}: {body}");
+        reviews_version(&body)
+    };
+    // The waypoint may take a moment to read the configuration.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while page(&[])? != "v3" {
+        ensure!(Instant::now() < deadline, "reviews never routed to v3");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for _ in 0..10 {
+        assert_eq!(page(&[])?, "v3");
+        assert_eq!(page(&["--cookie", "user=jason"])?, "v2");
+    }
+    let pid = demo.child.id();
+    let lab_id = demo.lab_id.clone();
+    ensure!(demo.terminate()?.success());
+    let left = leftovers(&lab_id, pid, 2)?;
+    ensure!(left.is_empty(), "left behind after SIGTERM: {left:#?}");
+    Ok(())
+}

@@ -770,7 +770,10 @@ fn a_service_entry_host_is_reached_and_counted_as_that_host() -> Result<()> {
     let curl = |url: &str| lab.run(CLIENT, "curl", &["-sS", "--max-time", "5", url]);
     assert!(curl(&direct)?.status.success(), "ALLOW_ANY passes it");
     lab.mesh.apply_all("mesh.yaml", REGISTRY_ONLY)?;
-    assert!(!curl(&direct)?.status.success(), "REGISTRY_ONLY let it through");
+    assert!(
+        !curl(&direct)?.status.success(),
+        "REGISTRY_ONLY let it through"
+    );
     assert!(curl("http://shop.lab.test:8080/")?.status.success());
     let metrics = lab.mesh.metrics(1)?;
     let refused = mesh_tests::counter(

@@ -32,7 +32,6 @@ pub mod config;
 pub mod ingress;
 pub mod plan;
 pub mod role;
-pub mod waypoints;
 
 use plan::{Plan, PodPlan};
 
@@ -184,10 +183,29 @@ async fn demo(
         gateway_pod.name(),
         gateway_pod.ip()
     );
-    for waypoint in waypoints::requested(objects) {
-        // The hook for `mesh-agent waypoint` (being written): start it here, in an
-        // enrolled pod of its own, as the gateway above.
-        say!("  waypoint {waypoint}: not started (waypoints are not part of the demo yet)");
+    for waypoint in &plan.waypoints {
+        let pod = lab.pod(waypoint.node, waypoint.slot);
+        let name = waypoint
+            .labels
+            .get(mesh_config::snapshot::GATEWAY_NAME_LABEL)
+            .cloned()
+            .unwrap_or_default();
+        let mut command = pod.command(bin);
+        command
+            .args(["waypoint", "--config-dir"])
+            .arg(config_dir)
+            .args(["--name", &name, "--namespace", &waypoint.namespace])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        lab.spawn(&mut command).context("starting a waypoint")?;
+        say!(
+            "  pod {:<40} {} {:<14} waypoint {}/{name}",
+            format!("{}/{}", waypoint.namespace, waypoint.name),
+            pod.name(),
+            pod.ip(),
+            waypoint.namespace
+        );
     }
 
     let gateway_port = gateway_port(objects);

@@ -9,6 +9,9 @@ use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mesh_config::{LoadedObject, Object};
 
+use mesh_config::istio::gateway_api::WAYPOINT_CLASS;
+use mesh_config::snapshot::GATEWAY_NAME_LABEL;
+
 use super::role::Role;
 
 /// The alphabet of Kubernetes' generated names (`rand.SafeEncodeString`: no vowels, no
@@ -57,6 +60,9 @@ pub struct PodPlan {
 pub struct Plan {
     /// The ingress gateway's pod (no containers: the demo starts `mesh-agent gateway`).
     pub gateway: PodPlan,
+    /// One pod per waypoint the configuration asks for (no containers: the demo starts
+    /// `mesh-agent waypoint`), labelled with its Gateway's name as Istio labels them.
+    pub waypoints: Vec<PodPlan>,
     pub workloads: Vec<PodPlan>,
     pub nodes: usize,
     /// Lab slots per node: enough for the fullest node.
@@ -65,7 +71,9 @@ pub struct Plan {
 
 impl Plan {
     pub fn all_pods(&self) -> impl Iterator<Item = &PodPlan> {
-        std::iter::once(&self.gateway).chain(&self.workloads)
+        std::iter::once(&self.gateway)
+            .chain(&self.waypoints)
+            .chain(&self.workloads)
     }
 }
 
@@ -123,6 +131,10 @@ pub fn plan(objects: &[LoadedObject], nodes: usize, rng: &mut fastrand::Rng) -> 
                     pods.push(pod_from(&spec.template, meta, name, owner.clone()));
                 }
             }
+            Object::K8sGateway(g) if g.spec.gateway_class_name == WAYPOINT_CLASS => {
+                let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+                pods.push(waypoint_pod(rng, &mut names, &owner_name, namespace));
+            }
             _ => {}
         }
     }
@@ -136,9 +148,11 @@ pub fn plan(objects: &[LoadedObject], nodes: usize, rng: &mut fastrand::Rng) -> 
     }
     let pods_per_node = used.iter().copied().max().unwrap_or(1);
     let gateway = pods.remove(0);
+    let (waypoints, workloads) = pods.into_iter().partition(|p| p.owner == WAYPOINT_OWNER);
     Plan {
         gateway,
-        workloads: pods,
+        waypoints,
+        workloads,
         nodes,
         pods_per_node,
     }
@@ -162,6 +176,32 @@ fn gateway_pod(rng: &mut fastrand::Rng, names: &mut BTreeSet<String>) -> PodPlan
         service_account: GATEWAY_SERVICE_ACCOUNT.into(),
         containers: Vec::new(),
         owner: "ingress gateway".into(),
+        node: 0,
+        slot: 0,
+    }
+}
+
+/// What a waypoint pod's `owner` says.
+pub const WAYPOINT_OWNER: &str = "waypoint";
+
+/// The pod istiod would deploy for the waypoint `name`: the Gateway's name, its service
+/// account, the label naming the Gateway.
+fn waypoint_pod(
+    rng: &mut fastrand::Rng,
+    names: &mut BTreeSet<String>,
+    name: &str,
+    namespace: String,
+) -> PodPlan {
+    let pod = unique(names, || {
+        format!("{name}-{}-{}", safe_encode(0x3a79_01e7), suffix(rng))
+    });
+    PodPlan {
+        name: pod,
+        namespace,
+        labels: BTreeMap::from([(GATEWAY_NAME_LABEL.to_string(), name.to_string())]),
+        service_account: name.to_string(),
+        containers: Vec::new(),
+        owner: WAYPOINT_OWNER.into(),
         node: 0,
         slot: 0,
     }

@@ -146,3 +146,26 @@ spec: {serviceAccountName: solo, containers: [{name: c, image: busybox}]}
     let web_nodes: BTreeSet<usize> = plan.workloads[..3].iter().map(|p| p.node).collect();
     assert_eq!(web_nodes.len(), 3);
 }
+
+#[test]
+fn a_waypoint_gateway_gets_a_pod_of_its_own_labelled_with_its_name() {
+    let mut objects = bookinfo();
+    objects.extend(load(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: waypoint, namespace: default}\nspec:\n  gatewayClassName: istio-waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n",
+    ));
+    let plan = plan(&objects, 2, &mut fastrand::Rng::with_seed(1));
+    assert_eq!(plan.waypoints.len(), 1);
+    let waypoint = &plan.waypoints[0];
+    assert!(waypoint.name.starts_with("waypoint-"), "{}", waypoint.name);
+    assert_eq!(waypoint.service_account, "waypoint");
+    assert_eq!(
+        waypoint
+            .labels
+            .get("gateway.networking.k8s.io/gateway-name"),
+        Some(&"waypoint".to_string())
+    );
+    assert!(waypoint.containers.is_empty());
+    // Not a workload: nothing of Bookinfo's changes.
+    assert_eq!(plan.workloads.len(), 6);
+    assert!(plan.all_pods().any(|p| p.name == waypoint.name));
+}
