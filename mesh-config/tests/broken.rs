@@ -161,14 +161,14 @@ fn syntax_error_has_line_and_column() {
 #[test]
 fn unknown_kind_is_a_warning_not_an_error() {
     let load = mesh_config::yaml::load_str(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  a: b\n",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: x\ndata:\n  a: Yg==\n",
         None,
         &Default::default(),
     );
     assert!(load.errors.is_empty());
     assert!(load.objects.is_empty());
     assert_eq!(load.warnings.len(), 1);
-    assert!(load.warnings[0].message.contains("ConfigMap"));
+    assert!(load.warnings[0].message.contains("Secret"));
 }
 
 #[test]
