@@ -19,16 +19,16 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use mesh_config::Snapshot;
 use mesh_config::istio::Server;
 use mesh_config::resolve::Protocol;
-use mesh_config::{ConfigStore, DirSource, Snapshot};
 use mesh_l7::TableOptions;
 
 use super::forward::Upstream;
 use super::metrics::{HttpMetrics, ProxyIdentity};
 use super::proxy::{EntryPoint, HttpProxy};
 use super::reply;
-use super::routes::Routes;
+use super::routes::FollowedRoutes;
 use super::server;
 use super::tls;
 
@@ -136,20 +136,12 @@ fn unserved(snapshot: &Snapshot, labels: &BTreeMap<String, String>) -> Vec<Strin
 
 /// Runs the gateway until SIGINT or SIGTERM.
 pub async fn run(options: GatewayOptions) -> anyhow::Result<()> {
-    let store = Arc::new(ConfigStore::default());
-    let _source =
-        DirSource::spawn(options.config_dir.clone(), store.clone()).with_context(|| {
-            format!(
-                "watching the config directory {}",
-                options.config_dir.display()
-            )
-        })?;
     let table_options = TableOptions {
         proxy_namespace: Some(options.namespace.clone()),
         ..TableOptions::default()
     };
-    let routes = Routes::new(&store, table_options);
-    let follow = routes.follow(store.clone());
+    let followed = FollowedRoutes::watch(&options.config_dir, table_options)?;
+    let routes = followed.routes.clone();
     let proxy = Arc::new(HttpProxy {
         routes: routes.clone(),
         upstream: Upstream::default(),
@@ -183,7 +175,7 @@ pub async fn run(options: GatewayOptions) -> anyhow::Result<()> {
             changed = changes.changed() => if changed.is_err() { break },
         }
     }
-    follow.abort();
+    drop(followed);
     drop(listeners);
     Ok(())
 }

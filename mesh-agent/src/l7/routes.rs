@@ -7,8 +7,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use mesh_config::{ConfigStore, Snapshot};
+use mesh_config::{ConfigStore, DirSource, Snapshot};
 use mesh_l7::{LbState, RouteTable, TableOptions};
 
 /// The current table, the state kept across tables, and the store they come from.
@@ -95,6 +96,39 @@ impl Routes {
     /// Notified after each table swap.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+}
+
+/// A table following a configuration directory: the directory's watcher and the rebuild
+/// task live as long as this value (what the gateway and the waypoint both run on).
+pub struct FollowedRoutes {
+    pub routes: Arc<Routes>,
+    _source: DirSource,
+    follow: tokio::task::JoinHandle<()>,
+}
+
+impl FollowedRoutes {
+    /// Loads `config_dir`, watches it, and rebuilds the table on every change.
+    pub fn watch(
+        config_dir: &std::path::Path,
+        options: TableOptions,
+    ) -> anyhow::Result<FollowedRoutes> {
+        let store = Arc::new(ConfigStore::default());
+        let source = DirSource::spawn(config_dir.to_path_buf(), store.clone())
+            .with_context(|| format!("watching the config directory {}", config_dir.display()))?;
+        let routes = Routes::new(&store, options);
+        let follow = routes.follow(store);
+        Ok(FollowedRoutes {
+            routes,
+            _source: source,
+            follow,
+        })
+    }
+}
+
+impl Drop for FollowedRoutes {
+    fn drop(&mut self) {
+        self.follow.abort();
     }
 }
 

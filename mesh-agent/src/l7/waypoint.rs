@@ -21,14 +21,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use mesh_config::{ConfigStore, DirSource};
 use mesh_l7::TableOptions;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::forward::Upstream;
 use super::metrics::{HttpMetrics, ProxyIdentity};
 use super::proxy::{Connection, EntryPoint, HttpProxy, MeshConnection};
-use super::routes::Routes;
+use super::routes::FollowedRoutes;
 use crate::handoff;
 
 /// What `mesh-agent waypoint` is given.
@@ -57,21 +56,13 @@ impl WaypointOptions {
 
 /// Runs the waypoint until SIGINT or SIGTERM.
 pub async fn run(options: WaypointOptions) -> anyhow::Result<()> {
-    let store = Arc::new(ConfigStore::default());
-    let _source =
-        DirSource::spawn(options.config_dir.clone(), store.clone()).with_context(|| {
-            format!(
-                "watching the config directory {}",
-                options.config_dir.display()
-            )
-        })?;
     let table_options = TableOptions {
         proxy_namespace: Some(options.namespace.clone()),
         root_namespace: options.root_namespace.clone(),
         ..TableOptions::default()
     };
-    let routes = Routes::new(&store, table_options);
-    let follow = routes.follow(store.clone());
+    let followed = FollowedRoutes::watch(&options.config_dir, table_options)?;
+    let routes = followed.routes.clone();
     let proxy = Arc::new(HttpProxy {
         routes: routes.clone(),
         upstream: Upstream::default(),
@@ -108,7 +99,7 @@ pub async fn run(options: WaypointOptions) -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     accept.abort();
-    follow.abort();
+    drop(followed);
     Ok(())
 }
 
