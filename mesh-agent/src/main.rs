@@ -373,6 +373,9 @@ enum AppCommand {
         /// Keep the connection open this long after sending, before half-closing.
         #[arg(long, default_value_t = 0)]
         hold_ms: u64,
+        /// Send at most this many bytes per second (0: as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
     },
 }
 
@@ -652,9 +655,13 @@ async fn run(command: Command, started: std::time::Instant) -> Result<()> {
                 connect,
                 bytes,
                 hold_ms,
+                rate,
             } => {
-                let hold = std::time::Duration::from_millis(hold_ms);
-                let outcome = app::tcp_client::run(connect, bytes, hold).await?;
+                let pacing = app::tcp_client::Pacing {
+                    rate,
+                    hold: std::time::Duration::from_millis(hold_ms),
+                };
+                let outcome = app::tcp_client::run(connect, bytes, pacing).await?;
                 println!("{}", serde_json::to_string(&outcome)?);
                 anyhow::ensure!(outcome.intact, "echo did not match what was sent");
                 Ok(())

@@ -403,6 +403,29 @@ impl Mesh {
         Ok(child)
     }
 
+    /// Starts `tcp-client` in a pod sending `bytes` at `rate` bytes per second, so that
+    /// bytes keep flowing for `bytes / rate` seconds while the test does something else;
+    /// finish it with [`finish_held`].
+    pub fn paced_tcp_client(
+        &self,
+        node: usize,
+        pod: usize,
+        connect: &str,
+        bytes: u64,
+        rate: u64,
+    ) -> Result<std::process::Child> {
+        let child = self
+            .pod(node, pod)
+            .command(agent_bin())
+            .args(["app", "tcp-client", "--connect", connect])
+            .args(["--bytes", &bytes.to_string()])
+            .args(["--rate", &rate.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        Ok(child)
+    }
+
     /// `mesh-agent uninstall` for one agent.
     pub fn uninstall(&self, node: usize) -> Result<()> {
         let agent = &self.agents[node - 1];

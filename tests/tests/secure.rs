@@ -490,6 +490,56 @@ fn certificate_rotation_keeps_long_connections() -> Result<()> {
     Ok(())
 }
 
+/// A transfer whose bytes keep flowing while the certificates of both ends rotate several
+/// times (lifetime 4 s, so a new one every 2 s, and the one its tunnel was opened with
+/// expires half-way through) arrives whole and in order.
+///
+/// Rotation happens when a certificate is next asked for, so new connections are made
+/// during the transfer: each after a rotation opens a new tunnel (the pool retires tunnels
+/// of an older certificate), which is how the test sees that rotations did happen while
+/// the old tunnel went on carrying the transfer.
+#[test]
+fn certificate_rotation_in_the_middle_of_a_transfer_does_not_break_it() -> Result<()> {
+    let mesh = Mesh::start_with_args(2, 1, &["--cert-lifetime", "4s"])?;
+    mesh.enroll_workloads(&[CLIENT, SERVER])?;
+    let _echo = mesh.serve_in_pod(2, 1, &["echo", "--listen", "0.0.0.0:9000"], 9000)?;
+    let dst = format!("{}:9000", mesh.pod(2, 1).ip());
+    let tunnels_opened = || -> Result<u64> {
+        let status = mesh.status(1)?;
+        status["hbone"]["tunnels_opened"]
+            .as_u64()
+            .context("status.hbone.tunnels_opened")
+    };
+    // 40 MiB at 4 MiB/s: about 10 s of bytes flowing both ways.
+    const TOTAL: u64 = 40 * MIB;
+    let transfer = mesh.paced_tcp_client(1, 1, &dst, TOTAL, 4 * MIB)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let before = tunnels_opened()?;
+    let started = std::time::Instant::now();
+    let mut probes = 0;
+    while started.elapsed() < Duration::from_secs(8) {
+        std::thread::sleep(Duration::from_millis(1500));
+        let probe = mesh.tcp_client(1, 1, &dst, 64 * 1024)?;
+        assert_eq!(probe["intact"], true, "{probe}");
+        probes += 1;
+    }
+    let rotated = tunnels_opened()? - before;
+    let outcome = mesh_tests::finish_held(transfer)?;
+    assert_eq!(outcome["intact"], true, "{outcome}");
+    assert_eq!(outcome["received"].as_u64(), Some(TOTAL), "{outcome}");
+    let millis = outcome["millis"].as_u64().unwrap_or_default();
+    assert!(
+        millis >= 9_000,
+        "the transfer lasted {millis} ms: it must outlive its tunnel's certificate (4 s)"
+    );
+    assert!(
+        rotated >= 2,
+        "{probes} connections during the transfer opened {rotated} new tunnels: the \
+         certificates did not rotate while it ran"
+    );
+    Ok(())
+}
+
 /// Between two pods of one node, IPv4 and IPv6 alike go over HBONE (the agent knows its own
 /// pods' identities without any configuration).
 #[test]

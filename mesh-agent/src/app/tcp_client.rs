@@ -26,13 +26,19 @@ pub fn pattern_byte(i: u64) -> u8 {
     (i.wrapping_mul(2654435761) >> 13) as u8 ^ (i % 251) as u8
 }
 
-/// `hold` keeps the connection open (idle, after sending) before half-closing: a
-/// long-lived connection for tests that change things while it is established.
-pub async fn run(
-    connect: SocketAddr,
-    bytes: u64,
-    hold: std::time::Duration,
-) -> anyhow::Result<Outcome> {
+/// How the client spreads its bytes over time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pacing {
+    /// Bytes per second while sending; 0 sends as fast as the connection takes them. A
+    /// paced transfer keeps bytes flowing for as long as a test needs something to happen
+    /// in the middle of it.
+    pub rate: u64,
+    /// After sending, the connection stays open (idle) this long before half-closing: a
+    /// long-lived connection for tests that change things while it is established.
+    pub hold: std::time::Duration,
+}
+
+pub async fn run(connect: SocketAddr, bytes: u64, pacing: Pacing) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let stream = TcpStream::connect(connect).await?;
     let local = stream.local_addr()?.to_string();
@@ -42,6 +48,10 @@ pub async fn run(
         let mut buf = vec![0u8; 64 * 1024];
         let mut sent = 0u64;
         while sent < bytes {
+            if pacing.rate > 0 {
+                let due = std::time::Duration::from_secs_f64(sent as f64 / pacing.rate as f64);
+                tokio::time::sleep_until((started + due).into()).await;
+            }
             let n = buf.len().min((bytes - sent) as usize);
             for (j, b) in buf[..n].iter_mut().enumerate() {
                 *b = pattern_byte(sent + j as u64);
@@ -49,7 +59,7 @@ pub async fn run(
             write.write_all(&buf[..n]).await?;
             sent += n as u64;
         }
-        tokio::time::sleep(hold).await;
+        tokio::time::sleep(pacing.hold).await;
         // Half-close: the server sees EOF but can still answer.
         write.shutdown().await?;
         Ok::<_, std::io::Error>(sent)
