@@ -10,7 +10,7 @@ use anyhow::{Result, bail, ensure};
 use crate::{ebpf::nightly, run_checked, workspace_root};
 
 /// Every target (`fuzz/fuzz_targets/<name>.rs`).
-pub const TARGETS: &[&str] = &["yaml_config", "api_request"];
+pub const TARGETS: &[&str] = &["yaml_config", "api_request", "dns_packet", "hbone_connect"];
 
 pub fn run(seconds: u64, target: Option<&str>) -> Result<()> {
     let targets: Vec<&str> = match target {

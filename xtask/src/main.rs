@@ -39,7 +39,7 @@ enum Task {
         /// How long each target runs.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
-        /// One target (`yaml_config`, `api_request`); all when left out.
+        /// One target (`yaml_config`, `api_request`, `dns_packet`, `hbone_connect`); all when left out.
         target: Option<String>,
     },
     /// Build and start the demo (`mesh-agent demo`).

@@ -74,7 +74,7 @@ async fn handle_stream(
             let _ = respond.send_response(response, true);
         }
     };
-    let target = match connect_target(&request) {
+    let target = match hbone::server::connect_target(&request) {
         Ok(target) => target,
         Err(e) => {
             refuse(&mut respond, 400);
@@ -127,22 +127,4 @@ async fn handle_stream(
             super::copy::reset(&upstream);
         }
     }
-}
-
-/// The CONNECT target: `:authority` as `ip:port`.
-fn connect_target(request: &http::Request<h2::RecvStream>) -> Result<SocketAddr, ProxyError> {
-    if request.method() != http::Method::CONNECT {
-        return Err(ProxyError::BadRequest(format!(
-            "method {} (HBONE takes CONNECT)",
-            request.method()
-        )));
-    }
-    let authority = request
-        .uri()
-        .authority()
-        .ok_or_else(|| ProxyError::BadRequest("CONNECT without :authority".into()))?;
-    authority
-        .as_str()
-        .parse()
-        .map_err(|_| ProxyError::BadRequest(format!("authority {authority} is not an ip:port")))
 }

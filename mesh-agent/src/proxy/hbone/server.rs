@@ -28,11 +28,7 @@ pub async fn accept(
             .await
             .map_err(|source| ProxyError::Tls { peer, source })?;
         let identity = mesh_identity::peer_identity(tls_stream.get_ref().1.peer_certificates())?;
-        let connection = h2::server::Builder::new()
-            .initial_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .max_frame_size(MAX_FRAME_SIZE)
-            .max_concurrent_streams(MAX_STREAMS_PER_TUNNEL)
+        let connection = h2_settings()
             .handshake::<_, Bytes>(tls_stream)
             .await
             .map_err(|source| ProxyError::Hbone { peer, source })?;
@@ -45,4 +41,34 @@ pub async fn accept(
             source: std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"),
         }),
     }
+}
+
+/// The HTTP/2 settings the server end offers (windows and frame size tuned for bulk
+/// transfer, streams per tunnel bounded).
+pub fn h2_settings() -> h2::server::Builder {
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .max_concurrent_streams(MAX_STREAMS_PER_TUNNEL);
+    builder
+}
+
+/// The CONNECT target of one stream: `:authority` as `ip:port`; anything else is a 400.
+pub fn connect_target<B>(request: &http::Request<B>) -> Result<SocketAddr, ProxyError> {
+    if request.method() != http::Method::CONNECT {
+        return Err(ProxyError::BadRequest(format!(
+            "method {} (HBONE takes CONNECT)",
+            request.method()
+        )));
+    }
+    let authority = request
+        .uri()
+        .authority()
+        .ok_or_else(|| ProxyError::BadRequest("CONNECT without :authority".into()))?;
+    authority
+        .as_str()
+        .parse()
+        .map_err(|_| ProxyError::BadRequest(format!("authority {authority} is not an ip:port")))
 }
