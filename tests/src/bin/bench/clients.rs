@@ -196,14 +196,16 @@ pub fn hold(args: &HoldArgs) -> Result<()> {
 }
 
 /// `mesh-bench dns-client`: sequential A queries on one connected UDP socket, each
-/// answered (NOERROR, at least one address, the query's id) before the next is sent.
+/// answered (NOERROR, at least one address, the query's id) before the next is sent; with
+/// `--unique`, each for a name of its own under NAME.
 pub fn dns(args: &DnsClientArgs) -> Result<()> {
     use hickory_proto::{
         op::{Message, Query, ResponseCode},
         rr::{Name, RecordType},
     };
     ensure!(args.count > 0, "--count must be at least 1");
-    let name = Name::from_ascii(&args.name).context("--name")?;
+    let base = Name::from_ascii(&args.name).context("--name")?;
+    let pid = std::process::id();
     let bind: SocketAddr = if args.server.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
@@ -217,7 +219,12 @@ pub fn dns(args: &DnsClientArgs) -> Result<()> {
     for i in 0..args.warmup + args.count {
         let mut query = Message::query();
         query.metadata.recursion_desired = true;
-        query.add_query(Query::query(name.clone(), RecordType::A));
+        let name = if args.unique {
+            Name::from_ascii(format!("q{i}-{pid}.{}", args.name)).context("--name")?
+        } else {
+            base.clone()
+        };
+        query.add_query(Query::query(name, RecordType::A));
         let wire = query.to_vec()?;
         let start = Instant::now();
         socket.send(&wire)?;

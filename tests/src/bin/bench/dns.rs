@@ -1,7 +1,8 @@
-//! The DNS row: a nameserver (dnsmasq, pod n2p2, which no other row uses) serving one name,
-//! asked by the DIRECT client pod itself and, from the MESH client pod, through the agent
-//! (the kernel steers the query to its DNS proxy, which forwards once and then answers from
-//! its cache, as it does for every repeated name).
+//! The DNS rows: a nameserver (dnsmasq, pod n2p2, which no other row uses) answering every
+//! name under one zone, asked by the DIRECT client pod itself and, from the MESH client pod,
+//! through the agent (the kernel steers the query to its DNS proxy). Two rows: one name
+//! asked again and again (the agent forwards once, then answers from its cache), and a new
+//! name each time (the agent forwards every query: its full cost).
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result, ensure};
@@ -14,7 +15,9 @@ use crate::pods::PodId;
 pub const NAMESERVER: PodId = (2, 2);
 /// Its address, known before the lab exists (the agents start with it as upstream).
 pub const UPSTREAM: &str = "198.18.2.12:53";
-/// The name asked.
+/// The zone the nameserver answers for, every name in it.
+pub const ZONE: &str = "bench.test";
+/// The name asked again and again.
 pub const NAME: &str = "web.bench.test";
 
 /// Starts dnsmasq (killed with the lab) and waits until it answers.
@@ -36,10 +39,10 @@ pub fn start_nameserver(mesh: &Mesh) -> Result<LabChild> {
         "--user=root",
         "--pid-file=",
         "--local-ttl=300",
-        "--local=/bench.test/",
     ])
     .arg(format!("--listen-address={ip}"))
-    .arg(format!("--host-record={NAME},198.18.2.50"))
+    // Every name of the zone is an address, so each unique name gets an answer.
+    .arg(format!("--address=/{ZONE}/198.18.2.50"))
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::null());
     let child = mesh

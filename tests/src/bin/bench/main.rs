@@ -173,6 +173,10 @@ pub struct DnsClientArgs {
     pub count: u64,
     #[arg(long, default_value_t = 100)]
     pub warmup: u64,
+    /// Ask a name never asked before each time (`q<i>-<pid>.<NAME>`), so that no cache
+    /// on the way can answer.
+    #[arg(long)]
+    pub unique: bool,
 }
 
 fn main() -> Result<()> {

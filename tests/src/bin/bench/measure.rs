@@ -177,15 +177,17 @@ fn duration_us(s: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|x| x * scale)
 }
 
-/// `mesh-bench dns-client` in `client` asking `server` for `name`: its JSON (p50_us, ...).
+/// `mesh-bench dns-client` in `client` asking `server` for `name` (with `unique`, for a
+/// new name under it each time): its JSON (p50_us, ...).
 pub fn dns(
     mesh: &mesh_tests::Mesh,
     client: PodId,
     server: std::net::SocketAddr,
     name: &str,
+    unique: bool,
     args: &BenchArgs,
 ) -> Result<Value> {
-    let cargs = strings(&[
+    let mut cargs = strings(&[
         "dns-client",
         "--server",
         &server.to_string(),
@@ -194,6 +196,9 @@ pub fn dns(
         "--count",
         &args.count.to_string(),
     ]);
+    if unique {
+        cargs.push("--unique".into());
+    }
     let timeout = Duration::from_secs(30) + Duration::from_millis(10) * args.count as u32;
     run_client(mesh, client, &cargs, timeout)
 }

@@ -30,9 +30,13 @@ pub enum Metric {
     HttpMean,
     /// Milliseconds to open this many held connections (each echoed once).
     HoldOpen(u64),
-    /// One DNS query for an upstream name (MESH: through the agent and its cache).
+    /// One DNS query for an upstream name asked again and again (MESH: through the agent,
+    /// answered from its cache after the first).
     DnsP50,
     DnsP99,
+    /// One DNS query for a name never asked before (MESH: the agent forwards every one).
+    DnsMissP50,
+    DnsMissP99,
 }
 
 /// How a MESH value is set against its DIRECT one.
@@ -61,8 +65,10 @@ impl Metric {
             Metric::HttpRps => "HTTP/1.1 req/s (h2load, 1 connection)".into(),
             Metric::HttpMean => "HTTP/1.1 mean request time (h2load)".into(),
             Metric::HoldOpen(n) => format!("time to open {} held connections", thousands(n)),
-            Metric::DnsP50 => "DNS query (A, upstream name), p50".into(),
-            Metric::DnsP99 => "DNS query (A, upstream name), p99".into(),
+            Metric::DnsP50 => "DNS query (A, upstream name, repeated: cached), p50".into(),
+            Metric::DnsP99 => "DNS query (A, upstream name, repeated: cached), p99".into(),
+            Metric::DnsMissP50 => "DNS query (A, a new upstream name each: forwarded), p50".into(),
+            Metric::DnsMissP99 => "DNS query (A, a new upstream name each: forwarded), p99".into(),
         }
     }
 

@@ -286,7 +286,9 @@ impl Bench<'_> {
     /// DNS query latency, filed under the cross-node case (the nameserver is on node 2):
     /// DIRECT asks it from n1p1; MESH asks the same address from n1p3, which the kernel
     /// steers to node 1's agent. The agent's request counter must have grown by every
-    /// MESH query and by none of the DIRECT ones, or the row is not what it says.
+    /// MESH query and by none of the DIRECT ones, or the row is not what it says. Once for
+    /// a repeated name (the agent's cache answers) and once for a new name each time (the
+    /// agent forwards every query).
     fn dns(&mut self) {
         let (mesh, args) = (self.mesh, self.args);
         let server: std::net::SocketAddr = match dns::UPSTREAM.parse() {
@@ -297,36 +299,40 @@ impl Bench<'_> {
             }
         };
         let case = pods::CASES[pods::CROSS];
-        for v in Variant::BOTH {
-            let (client, _) = v.pair(case);
-            let before = dns::answered(mesh, 1).unwrap_or(f64::NAN);
-            let r = cell(measure::dns(mesh, client, server, dns::NAME, args));
-            let after = dns::answered(mesh, 1).unwrap_or(f64::NAN);
-            let shown = r.as_ref().map(|j| {
-                format!(
-                    "p50 {} p99 {} mean {}",
-                    us(&j["p50_us"]),
-                    us(&j["p99_us"]),
-                    us(&j["mean_us"])
-                )
-            });
-            line(case, v, "dns", shown);
-            let through_agent = after - before;
-            let expected = match v {
-                Variant::Direct => through_agent == 0.0,
-                // The client's warm-up queries count too.
-                Variant::Mesh => through_agent >= args.count as f64,
-            };
-            if r.is_ok() && !expected {
-                self.warnings.push(format!(
-                    "dns {}: the agent answered {through_agent} queries during the run",
-                    v.label()
-                ));
+        let kinds = [
+            ("dns", false, Metric::DnsP50, Metric::DnsP99),
+            ("dns-miss", true, Metric::DnsMissP50, Metric::DnsMissP99),
+        ];
+        for (what, unique, p50, p99) in kinds {
+            for v in Variant::BOTH {
+                let (client, _) = v.pair(case);
+                let before = dns::answered(mesh, 1).unwrap_or(f64::NAN);
+                let r = cell(measure::dns(mesh, client, server, dns::NAME, unique, args));
+                let after = dns::answered(mesh, 1).unwrap_or(f64::NAN);
+                let shown = r.as_ref().map(|j| {
+                    format!(
+                        "p50 {} p99 {} mean {}",
+                        us(&j["p50_us"]),
+                        us(&j["p99_us"]),
+                        us(&j["mean_us"])
+                    )
+                });
+                line(case, v, what, shown);
+                let through_agent = after - before;
+                let expected = match v {
+                    Variant::Direct => through_agent == 0.0,
+                    // The client's warm-up queries count too.
+                    Variant::Mesh => through_agent >= args.count as f64,
+                };
+                if r.is_ok() && !expected {
+                    self.warnings.push(format!(
+                        "{what} {}: the agent answered {through_agent} queries during the run",
+                        v.label()
+                    ));
+                }
+                self.table.push(pods::CROSS, p50, v, field(&r, "p50_us"));
+                self.table.push(pods::CROSS, p99, v, field(&r, "p99_us"));
             }
-            self.table
-                .push(pods::CROSS, Metric::DnsP50, v, field(&r, "p50_us"));
-            self.table
-                .push(pods::CROSS, Metric::DnsP99, v, field(&r, "p99_us"));
         }
     }
 }
