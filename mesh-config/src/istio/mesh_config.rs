@@ -14,6 +14,36 @@ pub const MESH_CONFIG_KEY: &str = "mesh";
 pub struct MeshConfig {
     #[serde(default)]
     pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// Named backends for telemetry (Istio's `extensionProviders`); only `opentelemetry`
+    /// ones are acted on, others are accepted and ignored.
+    #[serde(default)]
+    pub extension_providers: Vec<ExtensionProvider>,
+    /// The providers used when no `Telemetry` resource says otherwise.
+    #[serde(default)]
+    pub default_providers: DefaultProviders,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtensionProvider {
+    pub name: String,
+    /// Traces over OTLP/gRPC. Other kinds (`prometheus`, `zipkin`, `envoyFileAccessLog`...)
+    /// parse and are ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opentelemetry: Option<OpenTelemetryProvider>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenTelemetryProvider {
+    /// The collector's host: a Service FQDN (`otel-collector.observability.svc.cluster.local`)
+    /// or an address.
+    pub service: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefaultProviders {
+    #[serde(default)]
+    pub tracing: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +64,20 @@ pub enum OutboundMode {
 }
 
 impl MeshConfig {
+    /// The OTLP/gRPC collector traces go to (`host:port`): the first `defaultProviders.tracing`
+    /// name that is an `opentelemetry` provider. None: tracing is off.
+    pub fn tracing_collector(&self) -> Option<String> {
+        self.default_providers.tracing.iter().find_map(|name| {
+            let provider = self.extension_providers.iter().find(|p| &p.name == name)?;
+            let otel = provider.opentelemetry.as_ref()?;
+            let host = match otel.service.parse::<std::net::Ipv6Addr>() {
+                Ok(v6) => format!("[{v6}]"),
+                Err(_) => otel.service.clone(),
+            };
+            Some(format!("{host}:{}", otel.port))
+        })
+    }
+
     /// Parses the `mesh` text; the error names the field.
     pub fn parse(text: &str) -> Result<MeshConfig, String> {
         if text.trim().is_empty() {
@@ -61,5 +105,22 @@ mod tests {
             err.contains("SOMETIMES") || err.contains("variant"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_tracing_collector_is_the_default_opentelemetry_provider() {
+        let text = "extensionProviders:\n- name: prom\n  prometheus: {}\n- name: otel\n  opentelemetry:\n    service: otel-collector.observability.svc.cluster.local\n    port: 4317\ndefaultProviders:\n  tracing: [otel]\n  metrics: [prom]\n";
+        let mesh = MeshConfig::parse(text).unwrap();
+        assert_eq!(
+            mesh.tracing_collector().as_deref(),
+            Some("otel-collector.observability.svc.cluster.local:4317")
+        );
+        // A provider that exists but is not the default: tracing stays off.
+        let off = MeshConfig::parse(&text.replace("tracing: [otel]", "tracing: []")).unwrap();
+        assert_eq!(off.tracing_collector(), None);
+        let err =
+            MeshConfig::parse("extensionProviders:\n- name: otel\n  opentelemetry: {port: 4317}\n")
+                .unwrap_err();
+        assert!(err.contains("service"), "{err}");
     }
 }
