@@ -20,6 +20,17 @@ use mesh_agent::{
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How access log lines (one per connection, one per request) are written: `text`
+    /// (`key=value`) or `json` (one object per line, Envoy's field names, for a log
+    /// collector). Other log lines stay text.
+    #[arg(long, global = true, value_enum, default_value_t = AccessLogFormat::Text)]
+    access_log_format: AccessLogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
+enum AccessLogFormat {
+    Text,
+    Json,
 }
 
 /// The DNS proxy's flags.
@@ -347,6 +358,14 @@ enum AppCommand {
         #[arg(long, required = true)]
         listen: Vec<SocketAddr>,
     },
+    /// OTLP/gRPC trace receiver keeping the last spans in memory, listed over HTTP
+    /// (`GET /api/traces`).
+    TraceCollector {
+        #[arg(long, default_value = "0.0.0.0:4317")]
+        otlp: SocketAddr,
+        #[arg(long, default_value = "0.0.0.0:16686")]
+        http: SocketAddr,
+    },
     /// gRPC server: the standard health service (unary Check, server-streaming Watch).
     Grpc {
         #[arg(long)]
@@ -379,17 +398,38 @@ enum AppCommand {
     },
 }
 
-fn init_logging() {
+fn init_logging(access_log: AccessLogFormat) {
+    use tracing_subscriber::{
+        Layer, filter::filter_fn, layer::SubscriberExt, util::SubscriberInitExt,
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Also installs the `log` bridge, which carries aya-log's kernel messages.
     // Colours only on a terminal: a log file or a collector gets plain `key=value` text.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let json = access_log == AccessLogFormat::Json;
+    let is_access = |meta: &tracing::Metadata<'_>| meta.target() == "access";
+    let text = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(colour)
-        .init();
+        .with_filter(filter_fn(move |meta| !(json && is_access(meta))));
+    // The access records' fields at the top level of one object per line.
+    let access_json = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .with_filter(filter_fn(is_access))
+    });
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(access_json);
+    // Also installs the `log` bridge, which carries aya-log's kernel messages.
+    if let Err(e) = registry.try_init() {
+        eprintln!("logging: {e}");
+    }
 }
 
 /// Expected failures (a refused file, an agent not running, a port taken) print their
@@ -408,7 +448,7 @@ fn run_main() -> Result<()> {
     // The demo reports the time from the command to its first served page.
     let started = std::time::Instant::now();
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.access_log_format);
     // Before anything makes a TLS client (kube-client uses the process default).
     mesh_identity::install_process_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -642,6 +682,9 @@ async fn run(command: Command, started: std::time::Instant) -> Result<()> {
             }
             AppCommand::Ratings { listen } => Ok(app::ratings::run(listen).await?),
             AppCommand::Grpc { listen, name } => app::grpc::serve(listen, name).await,
+            AppCommand::TraceCollector { otlp, http } => {
+                app::trace_collector::run(otlp, http).await
+            }
             AppCommand::GrpcClient {
                 target,
                 service,

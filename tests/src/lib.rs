@@ -293,6 +293,31 @@ impl Mesh {
         self.lab.pod(node, pod)
     }
 
+    /// Starts `mesh-agent app ARGS` in a workload's pod as a Kubernetes pod would run it:
+    /// seeing a resolv.conf as a kubelet writes it (the node's pod gateway as nameserver,
+    /// the namespace's search list, `ndots:5`), so names resolve through the mesh's DNS,
+    /// and with HOSTNAME set to the pod's name.
+    pub fn start_named_app(&self, w: &Workload, pod_name: &str, args: &[&str]) -> Result<LabChild> {
+        let search = [
+            "default.svc.cluster.local".to_string(),
+            "svc.cluster.local".into(),
+            "cluster.local".into(),
+        ];
+        let pod = self.pod(w.node, w.pod);
+        pod.write_resolv_conf(
+            &[self.lab.node(w.node).pod_gateway().into()],
+            &search,
+            &["ndots:5"],
+        )?;
+        let mut cmd = pod.command_with_etc(agent_bin());
+        cmd.arg("app")
+            .args(args)
+            .env("HOSTNAME", pod_name)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        Ok(self.lab.spawn(&mut cmd)?)
+    }
+
     /// Starts a long-running process in a pod (killed with the lab).
     pub fn spawn_in_pod(&self, node: usize, pod: usize, args: &[&str]) -> Result<LabChild> {
         let mut cmd = self.pod(node, pod).command(args[0]);

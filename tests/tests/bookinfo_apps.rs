@@ -3,11 +3,9 @@
 //! user's headers become on the next hop, and what the page shows when a service behind
 //! it fails. The generic workload (`app http`) stands in where a test must see what a
 //! Bookinfo app sent.
-use std::process::Stdio;
-
 use anyhow::{Result, ensure};
 use mesh_testbed::lab::LabChild;
-use mesh_tests::{Mesh, Workload, agent_bin, wait_for};
+use mesh_tests::{Mesh, Workload, wait_for};
 use serde_json::Value;
 
 const PRODUCTPAGE: Workload<'static> = Workload {
@@ -61,27 +59,8 @@ metadata: {name: ratings}
 spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
 "#;
 
-/// Starts `mesh-agent app ARGS` in a workload's pod, seeing the pod's resolv.conf (as
-/// written by a kubelet), with HOSTNAME set to the pod's name as Kubernetes does.
 fn start_app(mesh: &Mesh, w: &Workload, pod_name: &str, args: &[&str]) -> Result<LabChild> {
-    let search = [
-        "default.svc.cluster.local".to_string(),
-        "svc.cluster.local".into(),
-        "cluster.local".into(),
-    ];
-    let pod = mesh.pod(w.node, w.pod);
-    pod.write_resolv_conf(
-        &[mesh.lab.node(w.node).pod_gateway().into()],
-        &search,
-        &["ndots:5"],
-    )?;
-    let mut cmd = pod.command_with_etc(agent_bin());
-    cmd.arg("app")
-        .args(args)
-        .env("HOSTNAME", pod_name)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    Ok(mesh.lab.spawn(&mut cmd)?)
+    mesh.start_named_app(w, pod_name, args)
 }
 
 /// curl from the client pod: (status, body).

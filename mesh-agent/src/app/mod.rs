@@ -3,7 +3,8 @@
 //!
 //! `productpage`, `details`, `reviews` and `ratings` behave as Istio's Bookinfo images do
 //! (the demo runs them for `docker.io/istio/examples-bookinfo-*`); `http` is the generic
-//! workload every other image runs as.
+//! workload every other image runs as; `trace-collector` receives the proxies' spans over
+//! OTLP and lists them (the demo's and the tests' stand-in for Jaeger).
 use std::{future::Future, net::SocketAddr};
 
 use hyper::{Request, body::Incoming};
@@ -18,6 +19,7 @@ pub mod ratings;
 pub mod reviews;
 pub mod serve;
 pub mod tcp_client;
+pub mod trace_collector;
 pub mod upstream;
 pub mod websocket;
 

@@ -3,16 +3,23 @@
 //! one access log line per request (Envoy's fields, `key=value`). A [`RequestRecord`] is
 //! filled in as the request goes and records itself when dropped, so no early return
 //! forgets a request. The duration is measured to the response headers (a streamed body
-//! is not waited for).
+//! is not waited for). When the mesh config names a tracing collector, the record also
+//! becomes this proxy's server span and, if it went upstream, its client span
+//! ([`crate::telemetry::spans`]).
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
+
+use opentelemetry_proto::tonic::trace::v1::{Span, Status, span::SpanKind, status};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use super::trace::TraceContext;
+use crate::telemetry::spans::{SpanExporter, SpanRecord, attribute, int_attribute, unix_nanos};
 
 /// Istio's standard request labels (the ones this proxy knows).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,6 +68,8 @@ type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 /// The proxy's registry.
 pub struct HttpMetrics {
     registry: Registry,
+    /// Request spans, to the collector the mesh config names.
+    pub spans: SpanExporter,
     requests: Family<RequestLabels, Counter>,
     durations: HistogramFamily,
     request_bytes: HistogramFamily,
@@ -91,8 +100,10 @@ impl Default for HttpMetrics {
             "Response body sizes (Content-Length of the response)",
             response_bytes.clone(),
         );
+        let spans = SpanExporter::new(&mut registry);
         HttpMetrics {
             registry,
+            spans,
             requests,
             durations,
             request_bytes,
@@ -126,6 +137,8 @@ pub struct RequestRecord<'a> {
     metrics: &'a HttpMetrics,
     identity: &'a ProxyIdentity,
     start: Instant,
+    /// Wall-clock start, for the access log's `start_time`.
+    started_at: SystemTime,
     pub peer: SocketAddr,
     pub method: String,
     pub path: String,
@@ -137,8 +150,16 @@ pub struct RequestRecord<'a> {
     /// Body sizes, when known (`Content-Length`, or a body read whole).
     pub request_bytes: Option<u64>,
     pub response_bytes: Option<u64>,
-    /// The trace this request belongs to (W3C / B3).
-    pub trace_id: Option<u128>,
+    /// This proxy's server span of the request (W3C / B3 context).
+    pub trace: Option<TraceContext>,
+    /// The span of the call to the upstream, a child of `trace`, when one was made, and
+    /// when it started.
+    pub client_span: Option<(TraceContext, SystemTime)>,
+    /// Where spans go (`host:port`), when the mesh config turns tracing on.
+    pub collector: Option<String>,
+    /// Envoy's cluster name of the destination: `outbound|<port>|<subset>|<host>`.
+    pub upstream_cluster: Option<String>,
+    pub user_agent: Option<String>,
     pub status: u16,
     pub flags: Option<mesh_l7::ResponseFlag>,
     /// `namespace/name` of the VirtualService that routed it.
@@ -164,6 +185,7 @@ impl<'a> RequestRecord<'a> {
             metrics,
             identity,
             start: Instant::now(),
+            started_at: SystemTime::now(),
             peer,
             method: String::new(),
             path: String::new(),
@@ -171,7 +193,11 @@ impl<'a> RequestRecord<'a> {
             protocol: "http",
             version: "HTTP/1.1",
             request_id: String::new(),
-            trace_id: None,
+            trace: None,
+            client_span: None,
+            collector: None,
+            upstream_cluster: None,
+            user_agent: None,
             request_bytes: None,
             response_bytes: None,
             status: 0,
@@ -222,6 +248,101 @@ impl<'a> RequestRecord<'a> {
     }
 }
 
+impl RequestRecord<'_> {
+    /// The server span (and the client span, when the request went upstream) to the
+    /// collector, with Istio's span names and attributes.
+    fn export_spans(&self, labels: &RequestLabels) {
+        let (Some(collector), Some(server)) = (&self.collector, self.trace) else {
+            return;
+        };
+        if !server.sampled {
+            return;
+        }
+        let ended = SystemTime::now();
+        let name = match &self.upstream_cluster {
+            // `outbound|9080|v1|reviews.default.svc.cluster.local` → `reviews...:9080/*`.
+            Some(cluster) => match cluster.split('|').collect::<Vec<_>>().as_slice() {
+                [_, port, _, host] => format!("{host}:{port}/*"),
+                _ => format!("{}/*", self.authority),
+            },
+            None => format!("{}/*", self.authority),
+        };
+        let mut attributes = vec![
+            attribute("istio.canonical_service", &self.identity.workload),
+            attribute("istio.namespace", &self.identity.namespace),
+            attribute("istio.mesh_id", "cluster.local"),
+            attribute("component", "proxy"),
+            attribute(
+                "node_id",
+                format!("{}.{}", self.identity.workload, self.identity.namespace),
+            ),
+            attribute("guid:x-request-id", &self.request_id),
+            attribute("http.url", format!("{}{}", self.authority, self.path)),
+            attribute("http.method", &self.method),
+            attribute("http.protocol", self.version),
+            int_attribute("http.status_code", i64::from(self.status)),
+            attribute("response_flags", labels.response_flags),
+            attribute(
+                "upstream_cluster",
+                self.upstream_cluster.as_deref().unwrap_or("-"),
+            ),
+            attribute(
+                "upstream_cluster.name",
+                self.upstream_cluster.as_deref().unwrap_or("-"),
+            ),
+            attribute("downstream_cluster", &labels.source_workload),
+            attribute("peer.address", self.peer.ip().to_string()),
+            attribute("user_agent", self.user_agent.as_deref().unwrap_or("-")),
+            int_attribute("request_size", self.request_bytes.unwrap_or(0) as i64),
+            int_attribute("response_size", self.response_bytes.unwrap_or(0) as i64),
+        ];
+        if let Some(upstream) = &self.upstream {
+            attributes.push(attribute("upstream_host", upstream));
+        }
+        let failed = self.status >= 500 || self.status == 0;
+        if failed {
+            attributes.push(attribute("error", "true"));
+        }
+        let status = Some(Status {
+            code: if failed {
+                status::StatusCode::Error as i32
+            } else {
+                status::StatusCode::Unset as i32
+            },
+            message: String::new(),
+        });
+        let service_name = format!("{}.{}", self.identity.workload, self.identity.namespace);
+        let span = |ctx: &TraceContext, kind: SpanKind, start: SystemTime| Span {
+            trace_id: ctx.trace_id.to_be_bytes().to_vec(),
+            span_id: ctx.span_id.to_be_bytes().to_vec(),
+            parent_span_id: ctx
+                .parent_id
+                .map(|p| p.to_be_bytes().to_vec())
+                .unwrap_or_default(),
+            name: name.clone(),
+            kind: kind as i32,
+            start_time_unix_nano: unix_nanos(start),
+            end_time_unix_nano: unix_nanos(ended),
+            attributes: attributes.clone(),
+            status: status.clone(),
+            ..Default::default()
+        };
+        let record = |span| SpanRecord {
+            collector: collector.clone(),
+            service_name: service_name.clone(),
+            span,
+        };
+        self.metrics
+            .spans
+            .record(record(span(&server, SpanKind::Server, self.started_at)));
+        if let Some((client, started)) = &self.client_span {
+            self.metrics
+                .spans
+                .record(record(span(client, SpanKind::Client, *started)));
+        }
+    }
+}
+
 /// `namespace/name` → (namespace, name); `unknown` for what is missing.
 fn split_key(key: Option<&str>) -> (String, String) {
     match key.and_then(|k| k.split_once('/')) {
@@ -251,8 +372,11 @@ impl Drop for RequestRecord<'_> {
                 .get_or_create(&labels)
                 .observe(bytes as f64);
         }
+        let start_time = jiff::Timestamp::try_from(self.started_at)
+            .map_or_else(|_| "-".to_string(), |t| t.to_string());
         tracing::info!(
             target: "access",
+            start_time = %start_time,
             method = %self.method,
             path = %self.path,
             protocol = self.version,
@@ -260,14 +384,17 @@ impl Drop for RequestRecord<'_> {
             response_code = self.status,
             response_flags = labels.response_flags,
             duration_ms = elapsed.as_millis() as u64,
+            bytes_received = self.request_bytes.unwrap_or(0),
+            bytes_sent = self.response_bytes.unwrap_or(0),
             upstream_host = self.upstream.as_deref().unwrap_or("-"),
             upstream_cluster = %labels.destination_service,
             route_name = self.route.as_deref().unwrap_or("-"),
             attempts = self.attempts,
             downstream_remote_address = %self.peer,
             x_request_id = %self.request_id,
-            trace_id = %self.trace_id.map_or_else(|| "-".to_string(), |t| format!("{t:032x}")),
+            trace_id = %self.trace.map_or_else(|| "-".to_string(), |t| format!("{:032x}", t.trace_id)),
             "request"
         );
+        self.export_spans(&labels);
     }
 }

@@ -91,13 +91,21 @@ impl HttpProxy {
             }
         };
         record.request_id = request_id;
-        record.trace_id =
-            Some(super::trace::continue_or_start(&mut parts.headers, &mut rng).trace_id);
+        record.trace = Some(super::trace::continue_or_start(
+            &mut parts.headers,
+            &mut rng,
+        ));
+        record.user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let authority = authority_of(&parts);
         record.authority = authority.clone();
 
         let table = self.routes.table();
         let snapshot = table.snapshot();
+        record.collector = snapshot.mesh_config.tracing_collector();
         let mesh = conn.mesh.as_deref();
         // At a waypoint: the Service asked for, and who asked (identity from the agent's
         // TLS, labels from the configuration).
@@ -189,6 +197,7 @@ impl HttpProxy {
         };
         record.route = forward.route.virtual_service.map(str::to_string);
         record.service = Some(forward.cluster.host.clone());
+        record.upstream_cluster = Some(forward.cluster.name.to_string());
         record.flags = forward.response_flag();
         if let Some(delay) = forward.delay {
             tokio::time::sleep(delay).await;
@@ -204,6 +213,11 @@ impl HttpProxy {
             headers.insert(header::HOST, v);
         }
         append_forwarded_for(&mut headers, conn.peer);
+        // The upstream sees the client span of this call as its parent.
+        if let Some(server) = &record.trace {
+            let client = super::trace::client_span(&mut headers, server, &mut rng);
+            record.client_span = Some((client, std::time::SystemTime::now()));
+        }
         headers.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
         let h2 = (grpc && parts.version == Version::HTTP_2)
             || speaks_h2(&table, &forward.cluster.host, forward.cluster.port);

@@ -46,6 +46,24 @@ pub fn continue_or_start(headers: &mut HeaderMap, rng: &mut fastrand::Rng) -> Tr
     context
 }
 
+/// The client span of the call to the upstream, a child of this proxy's server span
+/// `server`: its ids go onto the upstream request's headers, so the next hop's spans hang
+/// under it (Envoy's server/client span pair).
+pub fn client_span(
+    headers: &mut HeaderMap,
+    server: &TraceContext,
+    rng: &mut fastrand::Rng,
+) -> TraceContext {
+    let client = TraceContext {
+        trace_id: server.trace_id,
+        span_id: nonzero_u64(rng),
+        parent_id: Some(server.span_id),
+        sampled: server.sampled,
+    };
+    write(headers, &client);
+    client
+}
+
 fn nonzero_u64(rng: &mut fastrand::Rng) -> u64 {
     rng.u64(1..)
 }
@@ -131,6 +149,30 @@ mod tests {
 
     fn rng() -> fastrand::Rng {
         fastrand::Rng::with_seed(7)
+    }
+
+    #[test]
+    fn the_upstream_call_is_a_child_span_of_the_server_span() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        );
+        let mut rng = rng();
+        let server = continue_or_start(&mut h, &mut rng);
+        let client = client_span(&mut h, &server, &mut rng);
+        assert_eq!(client.trace_id, server.trace_id);
+        assert_eq!(client.parent_id, Some(server.span_id));
+        assert_ne!(client.span_id, server.span_id);
+        let sent = h["traceparent"].to_str().unwrap();
+        assert_eq!(
+            sent,
+            format!("00-{:032x}-{:016x}-01", server.trace_id, client.span_id)
+        );
+        assert_eq!(
+            h["x-b3-parentspanid"].to_str().unwrap(),
+            format!("{:016x}", server.span_id)
+        );
     }
 
     #[test]

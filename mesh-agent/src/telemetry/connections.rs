@@ -271,8 +271,13 @@ impl Drop for ConnectionGuard {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        let start_time = SystemTime::now()
+            .checked_sub(self.started.elapsed())
+            .and_then(|t| jiff::Timestamp::try_from(t).ok())
+            .map_or_else(|| "-".to_string(), |t| t.to_string());
         tracing::info!(
             target: "access",
+            start_time = %start_time,
             direction = ?record.direction,
             pod = %record.pod,
             src = %record.source,
