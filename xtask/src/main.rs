@@ -50,7 +50,19 @@ enum Task {
     },
 }
 
-fn main() -> Result<()> {
+/// Errors print as their chain of causes, without the backtrace `RUST_BACKTRACE=1` would
+/// add to a returned `anyhow::Error`.
+fn main() -> std::process::ExitCode {
+    match run_task() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_task() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::BuildEbpf => ebpf::build().map(|_| ()),

@@ -7,9 +7,10 @@
 //! connections per second (connect, 1 KB echo, close), h2load requests (when installed),
 //! the time to open many held connections, and the agents' resident memory idle and while
 //! they carry 1,000 and 10,000 open connections; DNS query latency, through the agent's
-//! DNS proxy versus asking the nameserver (dnsmasq in pod n2p2) directly.
+//! DNS proxy versus asking the nameserver (dnsmasq in pod n2p2) directly; HTTP requests
+//! direct, through a waypoint and through the ingress gateway (`l7.rs`).
 //!
-//! Method: one lab (2 nodes x 4 pods), separate pods per column (see `pods.rs`); every
+//! Method: one lab (2 nodes x 6 pods), separate pods per column (see `pods.rs`); every
 //! measurement runs DIRECT then MESH back to back, so background load on the 2 cores hits
 //! both columns alike; `--rounds N` repeats the rows and reports medians. After each MESH
 //! run both agents must hold records of the connections, all of them mutual TLS, or the
@@ -19,6 +20,7 @@
 //! cgroup and namespace, so their connects are what the eBPF programs capture.
 mod clients;
 mod dns;
+mod l7;
 mod measure;
 mod memory;
 mod netstat;
@@ -114,6 +116,9 @@ pub enum Only {
     Memory,
     /// DNS query latency: through the agent's DNS proxy vs the nameserver directly.
     Dns,
+    /// HTTP/1.1 and h2c requests (h2load): direct, through a waypoint, through the
+    /// ingress gateway, at 1,000 requests/s and at saturation.
+    L7,
 }
 
 #[derive(Args, Clone)]
@@ -179,7 +184,19 @@ pub struct DnsClientArgs {
     pub unique: bool,
 }
 
-fn main() -> Result<()> {
+/// Errors print as their chain of causes, without the backtrace `RUST_BACKTRACE=1` would
+/// add to a returned `anyhow::Error`.
+fn main() -> std::process::ExitCode {
+    match run_mode() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_mode() -> Result<()> {
     let cli = Cli::parse();
     match cli.mode {
         Some(Mode::Pingpong(args)) => clients::pingpong(&args),

@@ -73,6 +73,8 @@ impl Variant {
 
 const CLIENT_LABELS: &[(&str, &str)] = &[("app", "bench-client")];
 const SERVER_LABELS: &[(&str, &str)] = &[("app", "bench-server")];
+/// The same-node MESH server is also the L7 rows' backend (Service `bench-l7`).
+const L7_SERVER_LABELS: &[(&str, &str)] = &[("app", "bench-server"), ("bench-l7", "server")];
 
 fn workload(
     (node, pod): PodId,
@@ -94,7 +96,7 @@ pub fn mesh_workloads() -> [Workload<'static>; 3] {
     let (_, cross) = Variant::Mesh.pair(CASES[CROSS]);
     [
         workload(client, "bench-client", CLIENT_LABELS),
-        workload(same, "bench-server-same", SERVER_LABELS),
+        workload(same, "bench-server-same", L7_SERVER_LABELS),
         workload(cross, "bench-server-cross", SERVER_LABELS),
     ]
 }

@@ -6,7 +6,7 @@ use mesh_tests::Mesh;
 use serde_json::Value;
 
 use crate::{
-    BenchArgs, Only, dns, measure,
+    BenchArgs, Only, dns, l7, measure,
     memory::{self, Memory},
     pods::{self, CASES, Case, ECHO_PORT, HTTP_PORT, IPERF_BASE_PORT, Variant, name},
     report::{self, Header, Metric, Table},
@@ -42,15 +42,22 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             "iperf3 is not installed (cargo xtask setup installs it)"
         );
     }
-    // h2load is the optional extra of the latency rows (skipped if not installed).
-    let http = args.wants(Only::Latency) && which("h2load");
+    if args.wants(Only::L7) {
+        ensure!(
+            which("h2load"),
+            "h2load is not installed (cargo xtask setup installs nghttp2-client)"
+        );
+    }
+    // h2load is the optional extra of the latency rows (skipped if not installed); the
+    // L7 rows need the HTTP servers too.
+    let http = (args.wants(Only::Latency) && which("h2load")) || args.wants(Only::L7);
     let _ = mesh_testbed::lab::install_signal_cleanup();
 
     let header = Header::new(args);
     println!("mesh-bench");
     header.print();
     println!();
-    let mesh = Mesh::start_with_args(2, 4, &["--dns-upstream", dns::UPSTREAM])
+    let mesh = Mesh::start_with_args(2, 6, &["--dns-upstream", dns::UPSTREAM])
         .context("starting the lab and its agents")?;
     println!("lab {}", mesh.lab.id());
     mesh.enroll_workloads(&pods::mesh_workloads())
@@ -60,8 +67,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if let Some(row) = memory.rows.last() {
         memory::print_row(row);
     }
-    let needs_echo =
-        args.wants(Only::Latency) || args.wants(Only::ConnRate) || args.wants(Only::Memory);
+    let needs_echo = args.wants(Only::Latency)
+        || args.wants(Only::ConnRate)
+        || args.wants(Only::Memory)
+        || args.wants(Only::L7);
     let mut servers = if needs_echo {
         pods::start_servers(&mesh, http)?
     } else {
@@ -120,13 +129,27 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         );
     }
     report::print(args, &header, &bench.table, &memory, &notes);
+    // After the memory rows, which count the bench's own 3 pods only.
+    let l7 = if args.wants(Only::L7) {
+        let mut all = pods::mesh_workloads().to_vec();
+        all.extend(l7::workloads());
+        Some(
+            l7::start(&mesh, &all)
+                .context("starting the waypoint and the gateway")
+                .and_then(|proxies| l7::run(&mesh, args).map(|()| proxies)),
+        )
+    } else {
+        None
+    };
     for w in &bench.warnings {
         eprintln!("\n!!!!!!!! {w}");
     }
     let failed = bench.table.failed() || memory.failed();
     let warned = !bench.warnings.is_empty();
     drop(servers);
+    let l7 = l7.transpose();
     drop(mesh);
+    l7?;
     if warned {
         bail!(
             "MESH runs did not (all) go through both agents over mutual TLS: the MESH \
