@@ -251,6 +251,10 @@ enum Command {
         /// Where the ingress gateway is exposed (host loopback only).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Where the demo's trace store answers (`GET /api/traces`; host loopback; port 0:
+        /// any free port). The gateway and waypoints export their spans to it over OTLP.
+        #[arg(long, default_value = "127.0.0.1:16686")]
+        traces: SocketAddr,
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         duration: Option<u64>,
@@ -634,16 +638,22 @@ async fn run(command: Command, started: std::time::Instant) -> Result<()> {
             configs,
             nodes,
             listen,
+            traces,
             duration,
         } => {
             anyhow::ensure!(
                 listen.ip().is_loopback(),
                 "--listen must be a loopback address"
             );
+            anyhow::ensure!(
+                traces.ip().is_loopback(),
+                "--traces must be a loopback address"
+            );
             let options = demo::DemoOptions {
                 configs,
                 nodes: usize::from(nodes),
                 listen,
+                traces,
                 duration: duration.map(std::time::Duration::from_secs),
             };
             demo::run(options, started).await

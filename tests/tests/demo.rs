@@ -29,6 +29,7 @@ impl Demo {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let mut child = Command::new(agent_bin())
             .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--traces", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -254,6 +255,42 @@ fn demo_serves_bookinfo_on_localhost_and_leaves_nothing_behind() -> Result<()> {
     // A path the gateway's VirtualService does not route.
     let (status, _) = demo.curl("/nothing-here", &[])?;
     ensure!(status == 404, "unrouted path: {status}");
+
+    // The gateway exported its spans to the demo's trace store (the mesh config the demo
+    // wrote names it): the product page requests are traces there, server and client span.
+    let traces_url = demo
+        .lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("trace store"))
+        .map(|rest| rest.trim().to_string())
+        .with_context(|| format!("no trace store line: {:?}", demo.lines))?;
+    mesh_tests::wait_for("the gateway's product page spans", || {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5", &traces_url])
+            .output()?;
+        let body: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let pages = body["traces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| {
+                let spans = t["spans"].as_array().map(Vec::as_slice).unwrap_or_default();
+                let gateway = |kind: &str| {
+                    spans.iter().any(|s| {
+                        s["kind"] == kind
+                            && s["service"]
+                                .as_str()
+                                .is_some_and(|n| n.starts_with("istio-ingressgateway"))
+                            && s["attributes"]["http.url"]
+                                .as_str()
+                                .is_some_and(|u| u.contains("/productpage"))
+                    })
+                };
+                gateway("server") && gateway("client")
+            })
+            .count();
+        Ok(pages >= 30)
+    })?;
 
     let pid = demo.child.id();
     let lab_id = demo.lab_id.clone();

@@ -19,6 +19,15 @@ where
 {
     let listener = TcpListener::bind(listen).await?;
     tracing::info!(%listen, "listening");
+    serve_on(listener, handler).await
+}
+
+/// Serves `handler` on a listener made elsewhere (in another network namespace, say).
+pub async fn serve_on<H, F>(listener: TcpListener, handler: H) -> std::io::Result<()>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Reply> + Send + 'static,
+{
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,

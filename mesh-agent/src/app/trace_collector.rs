@@ -13,6 +13,7 @@ use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
 };
+use tokio::net::TcpListener;
 
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
@@ -170,11 +171,20 @@ impl TraceService for Receiver {
 
 /// Serves OTLP/gRPC on `otlp` and the query API on `http` until one fails.
 pub async fn run(otlp: SocketAddr, http: SocketAddr) -> anyhow::Result<()> {
+    let otlp_listener = TcpListener::bind(otlp).await?;
+    let http_listener = TcpListener::bind(http).await?;
+    tracing::info!(%otlp, %http, "trace collector listening");
+    serve(otlp_listener, http_listener).await
+}
+
+/// The collector on listeners made by the caller (the demo opens the OTLP one inside the
+/// lab, where the gateway and waypoints export, and the query one on the host).
+pub async fn serve(otlp: TcpListener, http: TcpListener) -> anyhow::Result<()> {
     let store = Arc::new(SpanStore::default());
     let grpc = tonic::transport::Server::builder()
         .add_service(TraceServiceServer::new(Receiver(store.clone())))
-        .serve(otlp);
-    let query = serve::serve(http, move |req, _peer| {
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(otlp));
+    let query = serve::serve_on(http, move |req, _peer| {
         let store = store.clone();
         async move {
             let path = req.uri().path();
@@ -195,7 +205,6 @@ pub async fn run(otlp: SocketAddr, http: SocketAddr) -> anyhow::Result<()> {
             }
         }
     });
-    tracing::info!(%otlp, %http, "trace collector listening");
     tokio::select! {
         served = grpc => served?,
         served = query => served?,

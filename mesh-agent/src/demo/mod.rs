@@ -6,8 +6,8 @@
 //! ingress gateway in its own enrolled pod, exposed on `--listen` (127.0.0.1:8080). With no
 //! `--config` the configuration is Istio's unchanged Bookinfo.
 //!
-//! Order: config ([`config`]) → plan ([`plan`]) → lab → agents → pods (enroll, then start
-//! the app) → gateway → waypoints ([`waypoints`]) → wait until the product page (or the
+//! Order: config ([`config`]) → plan ([`plan`]) → lab → trace store ([`traces`]) → agents →
+//! pods (enroll, then start the app) → gateway → waypoints ([`waypoints`]) → wait until the product page (or the
 //! gateway) answers, print how long that took → run until Ctrl-C, SIGTERM or `--duration`
 //! → remove everything: processes, pins, state, namespaces, cgroups, files.
 use std::{
@@ -32,6 +32,7 @@ pub mod config;
 pub mod ingress;
 pub mod plan;
 pub mod role;
+pub mod traces;
 
 use plan::{Plan, PodPlan};
 
@@ -57,6 +58,8 @@ pub struct DemoOptions {
     pub nodes: usize,
     /// Host loopback address where the ingress gateway is exposed.
     pub listen: SocketAddr,
+    /// Host loopback address of the trace store's query API.
+    pub traces: SocketAddr,
     /// Stop after this long (None: until Ctrl-C or SIGTERM).
     pub duration: Option<Duration>,
 }
@@ -66,6 +69,7 @@ pub struct DemoOptions {
 struct Running {
     agents: Vec<(LabAgent, LabChild)>,
     ingress: Option<tokio::task::JoinHandle<()>>,
+    traces: Option<traces::Traces>,
 }
 
 pub async fn run(options: DemoOptions, started: Instant) -> Result<()> {
@@ -98,6 +102,7 @@ pub async fn run(options: DemoOptions, started: Instant) -> Result<()> {
         if let Some(ingress) = running.ingress.take() {
             ingress.abort();
         }
+        running.traces = None;
         for (agent, child) in &running.agents {
             let _ = child.kill();
             if let Err(e) = agent.uninstall() {
@@ -149,6 +154,18 @@ async fn demo(
         })
         .collect();
     config::write_pods(config_dir, objects, &addresses)?;
+    // Before the gateway and the waypoints start: they read where to export at start.
+    let node1 = lab.node(1);
+    let store = traces::start(node1.netns_path(), node1.addr(), options.traces).await?;
+    if traces::has_mesh_config(objects) {
+        say!(
+            "  the configuration's own mesh config (ConfigMap istio-system/istio) decides tracing"
+        );
+    } else {
+        traces::write_mesh_config(config_dir, store.otlp)?;
+    }
+    say!("  trace store    http://{}/api/traces", store.query);
+    running.traces = Some(store);
 
     let agents = (1..=plan.nodes).map(|node| start_agent(lab, bin, node, config_dir));
     for (agent, child) in futures_util::future::try_join_all(agents).await? {
@@ -237,7 +254,7 @@ async fn demo(
             Err(e) => say!("\nwarning: {e}"),
         }
     }
-    print_usage(plan, running, config_dir, options, bookinfo);
+    print_usage(plan, running, config_dir, bookinfo, options);
 
     match options.duration {
         Some(duration) => tokio::time::sleep(duration).await,
@@ -440,11 +457,17 @@ fn print_usage(
     plan: &Plan,
     running: &Running,
     config_dir: &Path,
-    options: &DemoOptions,
     bookinfo: bool,
+    options: &DemoOptions,
 ) {
     let url = format!("http://{}", options.listen);
     say!();
+    if let Some(traces) = &running.traces {
+        say!(
+            "  traces         http://{}/api/traces   (the last spans of the gateway and waypoints)",
+            traces.query
+        );
+    }
     if bookinfo {
         say!("  product page   {url}/productpage   (open it in a browser; sign in as jason)");
         say!("  products API   {url}/api/v1/products");
