@@ -255,6 +255,11 @@ enum Command {
         /// any free port). The gateway and waypoints export their spans to it over OTLP.
         #[arg(long, default_value = "127.0.0.1:16686")]
         traces: SocketAddr,
+        /// Also run Debian's Prometheus server scraping every agent, the gateway and the
+        /// waypoints, its UI and API on this host loopback address (default
+        /// 127.0.0.1:9090; port 0: any free port).
+        #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:9090")]
+        prometheus: Option<SocketAddr>,
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         duration: Option<u64>,
@@ -639,6 +644,7 @@ async fn run(command: Command, started: std::time::Instant) -> Result<()> {
             nodes,
             listen,
             traces,
+            prometheus,
             duration,
         } => {
             anyhow::ensure!(
@@ -649,11 +655,16 @@ async fn run(command: Command, started: std::time::Instant) -> Result<()> {
                 traces.ip().is_loopback(),
                 "--traces must be a loopback address"
             );
+            anyhow::ensure!(
+                prometheus.is_none_or(|p| p.ip().is_loopback()),
+                "--prometheus must be a loopback address"
+            );
             let options = demo::DemoOptions {
                 configs,
                 nodes: usize::from(nodes),
                 listen,
                 traces,
+                prometheus,
                 duration: duration.map(std::time::Duration::from_secs),
             };
             demo::run(options, started).await

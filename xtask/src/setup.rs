@@ -32,6 +32,7 @@ const APT_PACKAGES: &[&str] = &[
     "python3",        // socket.getaddrinfo and the query burst in the DNS tests
     "gcc",            // cc for crates with C parts
     "containernetworking-plugins", // bridge + host-local: the CNI chain of the CNI test
+    "prometheus",     // `mesh-agent demo --prometheus` and the test querying it
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

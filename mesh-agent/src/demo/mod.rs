@@ -31,6 +31,7 @@ use crate::{
 pub mod config;
 pub mod ingress;
 pub mod plan;
+pub mod prometheus;
 pub mod role;
 pub mod traces;
 
@@ -60,6 +61,8 @@ pub struct DemoOptions {
     pub listen: SocketAddr,
     /// Host loopback address of the trace store's query API.
     pub traces: SocketAddr,
+    /// Run Prometheus, reachable on this host loopback address.
+    pub prometheus: Option<SocketAddr>,
     /// Stop after this long (None: until Ctrl-C or SIGTERM).
     pub duration: Option<Duration>,
 }
@@ -70,6 +73,7 @@ struct Running {
     agents: Vec<(LabAgent, LabChild)>,
     ingress: Option<tokio::task::JoinHandle<()>>,
     traces: Option<traces::Traces>,
+    prometheus: Option<prometheus::Prometheus>,
 }
 
 pub async fn run(options: DemoOptions, started: Instant) -> Result<()> {
@@ -103,6 +107,7 @@ pub async fn run(options: DemoOptions, started: Instant) -> Result<()> {
             ingress.abort();
         }
         running.traces = None;
+        running.prometheus = None;
         for (agent, child) in &running.agents {
             let _ = child.kill();
             if let Err(e) = agent.uninstall() {
@@ -190,6 +195,7 @@ async fn demo(
         .args(["--labels", &labels_arg(&plan.gateway)])
         .args(["--namespace", &plan.gateway.namespace])
         .args(["--workload", plan::GATEWAY_SERVICE_ACCOUNT])
+        .args(["--metrics-addr", &metrics_addr()])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
@@ -212,6 +218,7 @@ async fn demo(
             .args(["waypoint", "--config-dir"])
             .arg(config_dir)
             .args(["--name", &name, "--namespace", &waypoint.namespace])
+            .args(["--metrics-addr", &metrics_addr()])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -223,6 +230,28 @@ async fn demo(
             pod.ip(),
             waypoint.namespace
         );
+    }
+
+    if let Some(listen) = options.prometheus {
+        let targets = prometheus::Targets {
+            agents: lab.nodes().iter().map(|n| n.addr()).collect(),
+            proxies: std::iter::once(("gateway", gateway_pod.ip()))
+                .chain(
+                    plan.waypoints
+                        .iter()
+                        .map(|w| ("waypoint", lab.pod(w.node, w.slot).ip())),
+                )
+                .collect(),
+        };
+        let server = prometheus::start(lab, &targets, listen).await?;
+        say!(
+            "  prometheus     http://{}/   (scraping {} agent(s), the gateway, {} waypoint(s); log {})",
+            server.url,
+            targets.agents.len(),
+            plan.waypoints.len(),
+            prometheus::log_path(lab).display()
+        );
+        running.prometheus = Some(server);
     }
 
     let gateway_port = gateway_port(objects);
@@ -263,6 +292,12 @@ async fn demo(
     Ok(())
 }
 
+/// Every agent, gateway and waypoint serves `/metrics` on Istio's port, in its own
+/// namespace (the node's, the pod's).
+fn metrics_addr() -> String {
+    format!("0.0.0.0:{}", prometheus::METRICS_PORT)
+}
+
 async fn start_agent(
     lab: &Lab,
     bin: &Path,
@@ -280,6 +315,8 @@ async fn start_agent(
         extra_args: vec![
             "--config-dir".into(),
             config_dir.to_string_lossy().into_owned(),
+            "--metrics-addr".into(),
+            metrics_addr(),
         ],
         log_filter: "warn",
         stderr: Stdio::inherit(),
