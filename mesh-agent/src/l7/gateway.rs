@@ -223,7 +223,7 @@ pub async fn run(options: GatewayOptions) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tracing::info!(labels = ?options.labels, "gateway ready");
     loop {
-        reconcile(&proxy, &options.labels, &mut listeners);
+        reconcile(&proxy, &options.labels, &mut listeners).await;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
@@ -241,6 +241,18 @@ struct Listener {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+impl Listener {
+    /// Stops accepting and waits until the listening sockets are closed: an aborted task
+    /// drops its socket only when next polled, and binding the port again before that
+    /// fails with `EADDRINUSE`. Connections already accepted carry on.
+    async fn close(mut self) {
+        for task in std::mem::take(&mut self.tasks) {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
         self.tasks.iter().for_each(tokio::task::JoinHandle::abort);
@@ -249,7 +261,7 @@ impl Drop for Listener {
 
 /// Opens listeners for new server ports, closes those no Gateway server has any more, and
 /// reopens those whose TLS settings changed.
-fn reconcile(
+async fn reconcile(
     proxy: &Arc<HttpProxy>,
     labels: &BTreeMap<String, String>,
     listeners: &mut BTreeMap<u16, Listener>,
@@ -266,7 +278,9 @@ fn reconcile(
         .map(|(port, _)| *port)
         .collect();
     for port in stale {
-        listeners.remove(&port);
+        if let Some(listener) = listeners.remove(&port) {
+            listener.close().await;
+        }
         tracing::info!(
             port,
             "listener closed: its Gateway servers changed or are gone"
