@@ -309,19 +309,71 @@ async fn dial(endpoint: &ClusterEndpoint) -> std::io::Result<TcpStream> {
     }
 }
 
-/// Both directions until either side ends (a half-close is passed on).
+/// Both directions until either side ends (a half-close is passed on). Bytes are counted
+/// as they are read, so a copy that ends in an error (a TLS client gone without
+/// `close_notify`) still reports what went through.
 async fn copy<C>(client: &mut C, upstream: &mut TcpStream, record: &mut TcpRecord<'_>)
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    match tokio::io::copy_bidirectional(client, upstream).await {
-        Ok((from_client, to_client)) => {
-            record.received += from_client;
-            record.sent += to_client;
-        }
-        Err(e) => record.failure = Some(format!("copy: {e}")),
+    let mut client = Counted {
+        inner: client,
+        read: 0,
+    };
+    let mut upstream = Counted {
+        inner: upstream,
+        read: 0,
+    };
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        record.failure = Some(format!("copy: {e}"));
     }
-    let _ = upstream.shutdown().await;
+    record.received += client.read;
+    record.sent += upstream.read;
+    let _ = upstream.inner.shutdown().await;
+}
+
+/// A stream that counts the bytes read from it.
+struct Counted<'s, S> {
+    inner: &'s mut S,
+    read: u64,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut *self.inner).poll_read(cx, buf);
+        let after = buf.filled().len();
+        self.read += (after - before) as u64;
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut *self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
 }
 
 /// One connection's telemetry, recorded on drop.
