@@ -243,8 +243,9 @@ spec:
 "#;
 
 /// A Gateway with a TCP server, a TLS passthrough server with two SNI hosts, an HTTPS
-/// server whose certificate is the Secret `cred-cert`, and one naming a Secret that does
-/// not exist; the routes bound to it.
+/// server whose certificate is the Secret `cred-cert`, one naming a Secret that does not
+/// exist, and a TLS server terminated with `cred-cert` then routed as TCP; the routes
+/// bound to it.
 const L4_ROUTES: &str = r#"
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -263,6 +264,9 @@ spec:
   - port: {number: 8445, name: https-missing, protocol: HTTPS}
     hosts: [missing.example.com]
     tls: {mode: SIMPLE, credentialName: missing-cert}
+  - port: {number: 9444, name: tls-terminated, protocol: TLS}
+    hosts: ["*"]
+    tls: {mode: SIMPLE, credentialName: cred-cert}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -273,6 +277,8 @@ spec:
   tcp:
   - match: [{port: 9000}]
     route: [{destination: {host: echo, port: {number: 9000}}}]
+  - match: [{port: 9444}]
+    route: [{destination: {host: echo}}]
   tls:
   - match: [{port: 9443, sniHosts: [a.example.com]}]
     route: [{destination: {host: tls-a, port: {number: 443}}}]
@@ -310,6 +316,22 @@ data:
         b64(format!("{name}.key"))?,
     ))
 }
+
+/// A TLS client for `cred.example.com` (verified against the CA file given) that sends a
+/// line and prints what comes back.
+const TLS_ECHO_CLIENT: &str = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[3])
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) as raw:
+    with ctx.wrap_socket(raw, server_hostname="cred.example.com") as s:
+        s.sendall(b"ping through tls")
+        got = b""
+        while len(got) < 16:
+            chunk = s.recv(100)
+            if not chunk: break
+            got += chunk
+        print(got.decode())
+"#;
 
 /// A self-signed certificate for `host` as `<dir>/<name>.pem` and its key `<name>.key`.
 fn self_signed(dir: &Path, name: &str, host: &str) -> Result<()> {
@@ -869,9 +891,9 @@ fn gateway_routes_by_path_and_header_with_faults_timeouts_and_websockets() -> Re
 }
 
 /// Byte streams at the gateway: a TCP server routed to an echo service, TLS passthrough
-/// by SNI to two backends that terminate TLS themselves, an HTTPS server whose certificate
-/// is a Secret (and follows it when it changes), and a server naming a missing Secret that
-/// is refused, naming it, while the others serve.
+/// by SNI to two backends that terminate TLS themselves, TLS terminated then routed as
+/// TCP, an HTTPS server whose certificate is a Secret (and follows it when it changes), and
+/// a server naming a missing Secret that is refused, naming it, while the others serve.
 #[test]
 fn gateway_serves_tcp_tls_passthrough_and_certificates_from_secrets() -> Result<()> {
     let mut lab = GatewayLab::start()?;
@@ -955,7 +977,30 @@ fn gateway_serves_tcp_tls_passthrough_and_certificates_from_secrets() -> Result<
     let json: Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(json["service"], "web", "{json}");
 
-    // A Secret naming a missing Secret: an error naming Gateway, server and Secret; the
+    // TLS terminated with the Secret's certificate, then the bytes routed as TCP (echo).
+    let out = lab.mesh.run_in_pod(
+        CLIENT.0,
+        CLIENT.1,
+        "python3",
+        &[
+            "-c",
+            TLS_ECHO_CLIENT,
+            &gw_ip,
+            "9444",
+            &certs.join("cred.pem").to_string_lossy(),
+        ],
+    )?;
+    ensure!(
+        out.status.success(),
+        "TLS then TCP: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ping through tls"
+    );
+
+    // A server naming a missing Secret: an error naming Gateway, server and Secret; the
     // other servers (above, and plain HTTP) serve on.
     let log = std::fs::read_to_string(&lab.log)?;
     ensure!(
@@ -990,12 +1035,19 @@ fn gateway_serves_tcp_tls_passthrough_and_certificates_from_secrets() -> Result<
 
     // Each connection is counted and logged.
     let metrics = lab.metrics()?;
+    // To echo: the TCP server's connection and the terminated TLS one.
     let echoed = counter(
         &metrics,
         "istio_tcp_connections_opened_total",
         &[("destination_service", "echo.default.svc.cluster.local")],
     );
-    assert_eq!(echoed, 1, "{metrics}");
+    assert_eq!(echoed, 2, "{metrics}");
+    let echo_bytes = counter(
+        &metrics,
+        "istio_tcp_received_bytes_total",
+        &[("destination_service", "echo.default.svc.cluster.local")],
+    );
+    assert_eq!(echo_bytes, bytes + 16, "{metrics}");
     let passed = counter(
         &metrics,
         "istio_tcp_connections_closed_total",
