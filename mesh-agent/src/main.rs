@@ -340,6 +340,12 @@ enum AppCommand {
         /// Its pod's labels, `key=value,...` (`app` and `version` are reported).
         #[arg(long, value_parser = parse_labels, default_value = "")]
         labels: std::collections::BTreeMap<String, String>,
+        /// Serve HTTPS with this certificate chain (PEM); needs `--tls-key`.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Bookinfo's product page: an HTML page from details and reviews (by Service name).
     Productpage {
@@ -687,6 +693,8 @@ async fn run(command: Command, started: std::time::Instant) -> Result<()> {
                 pod,
                 namespace,
                 labels,
+                tls_cert,
+                tls_key,
             } => {
                 let identity = app::http::Identity {
                     name,
@@ -694,7 +702,11 @@ async fn run(command: Command, started: std::time::Instant) -> Result<()> {
                     namespace,
                     labels,
                 };
-                Ok(app::http::run_workload(listen, identity).await?)
+                let tls = match (tls_cert, tls_key) {
+                    (Some(cert), Some(key)) => Some(app::http::TlsFiles { cert, key }),
+                    _ => None,
+                };
+                Ok(app::http::run_workload(listen, identity, tls).await?)
             }
             AppCommand::Productpage { listen } => Ok(app::productpage::run(listen).await?),
             AppCommand::Details { listen } => Ok(app::details::run(listen).await?),

@@ -22,6 +22,7 @@ pub mod error;
 pub mod istio;
 pub mod object;
 pub mod resolve;
+pub mod secret;
 pub mod snapshot;
 pub mod source;
 pub mod store;

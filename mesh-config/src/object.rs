@@ -41,6 +41,8 @@ pub enum Object {
     K8sGateway(istio::K8sGateway),
     /// Read for Istio's mesh configuration (`istio-system/istio`); others are kept unused.
     ConfigMap(ConfigMap),
+    /// Read for the gateway's `credentialName`; values never printed ([`crate::secret`]).
+    Secret(crate::secret::Secret),
 }
 
 /// Which kind of object, without the object.
@@ -65,6 +67,7 @@ pub enum Kind {
     AuthorizationPolicy,
     K8sGateway,
     ConfigMap,
+    Secret,
 }
 
 impl Kind {
@@ -89,6 +92,7 @@ impl Kind {
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::ConfigMap => "ConfigMap",
+            Kind::Secret => "Secret",
         }
     }
 
@@ -107,6 +111,7 @@ impl Kind {
             ("", "Endpoints") => Kind::Endpoints,
             ("", "Pod") => Kind::Pod,
             ("", "ConfigMap") => Kind::ConfigMap,
+            ("", "Secret") => Kind::Secret,
             ("discovery.k8s.io", "EndpointSlice") => Kind::EndpointSlice,
             ("apps", "Deployment") => Kind::Deployment,
             ("apps", "StatefulSet") => Kind::StatefulSet,
@@ -218,6 +223,7 @@ impl Object {
             Kind::AuthorizationPolicy => Object::AuthorizationPolicy(decode_typed(value, ignored)?),
             Kind::K8sGateway => Object::K8sGateway(decode_typed(value, ignored)?),
             Kind::ConfigMap => Object::ConfigMap(decode_typed(value, ignored)?),
+            Kind::Secret => Object::Secret(decode_typed(value, ignored)?),
         })
     }
 
@@ -242,6 +248,7 @@ impl Object {
             Object::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Object::K8sGateway(_) => Kind::K8sGateway,
             Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::Secret(_) => Kind::Secret,
         }
     }
 
@@ -266,6 +273,7 @@ impl Object {
             Object::AuthorizationPolicy(o) => &o.metadata,
             Object::K8sGateway(o) => &o.metadata,
             Object::ConfigMap(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
         }
     }
 
@@ -290,6 +298,7 @@ impl Object {
             Object::AuthorizationPolicy(o) => &mut o.metadata,
             Object::K8sGateway(o) => &mut o.metadata,
             Object::ConfigMap(o) => &mut o.metadata,
+            Object::Secret(o) => &mut o.metadata,
         }
     }
 

@@ -70,6 +70,11 @@ pub fn analyze(
             Object::AuthorizationPolicy(ap) => a.authorization_policy(o, &ap.spec),
             Object::PeerAuthentication(pa) => a.peer_authentication(o, &pa.spec),
             Object::ConfigMap(cm) => a.mesh_config(o, cm),
+            Object::Secret(secret) => {
+                if let Err(e) = secret.decoded() {
+                    a.error(o, &format!("data.{}", e.key), e.to_string());
+                }
+            }
             _ => {}
         }
     }

@@ -161,14 +161,14 @@ fn syntax_error_has_line_and_column() {
 #[test]
 fn unknown_kind_is_a_warning_not_an_error() {
     let load = mesh_config::yaml::load_str(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: x\ndata:\n  a: Yg==\n",
+        "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: x\nspec:\n  limits: []\n",
         None,
         &Default::default(),
     );
     assert!(load.errors.is_empty());
     assert!(load.objects.is_empty());
     assert_eq!(load.warnings.len(), 1);
-    assert!(load.warnings[0].message.contains("Secret"));
+    assert!(load.warnings[0].message.contains("LimitRange"));
 }
 
 #[test]

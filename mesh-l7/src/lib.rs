@@ -10,7 +10,7 @@
 //!
 //! Modules, one job each: [`request`] (what is read of a request), [`matcher`] (compiled
 //! `match`), [`rule`] (compiled `http` rules), [`table`] (the index built from a snapshot),
-//! [`route`] (the decisions), [`tcp`] (`tcp` routes), [`action`] (faults, rewrites, redirects, direct responses,
+//! [`route`] (the decisions), [`tcp`] (`tcp` routes), [`tls`] (a Gateway's TCP and TLS passthrough servers: `tcp` rules by port, `tls` rules by SNI), [`action`] (faults, rewrites, redirects, direct responses,
 //! headers, mirrors), [`cors`], [`retry`] (`retryOn` and the retry decision), [`policy`]
 //! (DestinationRule merge and cluster traffic policy), [`cluster`] (endpoints and load
 //! balancing), [`outlier`] (ejection state machine), [`state`] (what persists across
@@ -36,6 +36,7 @@ pub mod rule;
 pub mod state;
 pub mod table;
 pub mod tcp;
+pub mod tls;
 
 pub use authz::{Allowed, Denied};
 pub use cluster::{Cluster, ClusterEndpoint, EndpointChoice};
@@ -48,6 +49,7 @@ pub use route::{Decision, Forward, LocalReply, Route};
 pub use state::LbState;
 pub use table::{RouteTable, TableOptions};
 pub use tcp::TcpRequest;
+pub use tls::GatewayConnection;
 
 #[cfg(test)]
 mod tests;

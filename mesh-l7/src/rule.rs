@@ -24,6 +24,7 @@ pub struct VirtualService {
     pub export_to: Vec<String>,
     pub http: Vec<HttpRule>,
     pub tcp: Vec<crate::tcp::TcpRule>,
+    pub tls: Vec<crate::tls::TlsRule>,
 }
 
 /// One `http` rule.

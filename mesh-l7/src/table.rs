@@ -325,8 +325,15 @@ fn compile_vs(
         .enumerate()
         .map(|(i, r)| crate::tcp::TcpRule::compile(key, i, r))
         .collect::<Result<Vec<_>, _>>()?;
+    let tls = vs
+        .tls
+        .iter()
+        .enumerate()
+        .map(|(i, r)| crate::tls::TlsRule::compile(key, i, r))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(VirtualService {
         tcp,
+        tls,
         key: key.to_string(),
         namespace: vs.namespace.clone(),
         hosts: vs.hosts.clone(),

@@ -3,7 +3,7 @@
 //! gateway, with weights. Rules in order, first match wins; no VirtualService, or none with
 //! `tcp` rules, is the Service itself on the connection's port.
 
-use mesh_config::istio::{L4MatchAttributes, TcpRoute};
+use mesh_config::istio::{L4MatchAttributes, RouteDestination, TcpRoute};
 
 use crate::cluster::Cluster;
 use crate::error::L7ConfigError;
@@ -27,25 +27,33 @@ pub struct TcpRequest<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TcpRule {
     matches: Vec<L4MatchAttributes>,
-    /// (host, subset, port, weight).
-    destinations: Vec<(String, Option<String>, Option<u16>, u32)>,
+    pub(crate) destinations: Destinations,
 }
 
-impl TcpRule {
-    pub(crate) fn compile(vs: &str, index: usize, r: &TcpRoute) -> Result<TcpRule, L7ConfigError> {
-        let all_unset = r.route.iter().all(|d| d.weight.is_none());
-        let destinations = r
-            .route
+/// A rule's weighted `route` list: (host, subset, port, weight), shared by `tcp` and `tls`
+/// rules.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Destinations(Vec<(String, Option<String>, Option<u16>, u32)>);
+
+impl Destinations {
+    /// `field` is the rule's path (`spec.tcp[0]`), for errors.
+    pub(crate) fn compile(
+        vs: &str,
+        field: &str,
+        route: &[RouteDestination],
+    ) -> Result<Destinations, L7ConfigError> {
+        let all_unset = route.iter().all(|d| d.weight.is_none());
+        let list = route
             .iter()
             .enumerate()
             .map(|(j, d)| {
                 let invalid = |message: &str| L7ConfigError::Invalid {
                     virtual_service: vs.to_string(),
-                    field: format!("spec.tcp[{index}].route[{j}]"),
+                    field: format!("{field}.route[{j}]"),
                     message: message.to_string(),
                 };
                 let weight = match d.weight {
-                    _ if r.route.len() == 1 || all_unset => 1,
+                    _ if route.len() == 1 || all_unset => 1,
                     Some(w) => u32::try_from(w).map_err(|_| invalid("negative weight"))?,
                     None => 0,
                 };
@@ -62,13 +70,56 @@ impl TcpRule {
                 ))
             })
             .collect::<Result<_, L7ConfigError>>()?;
+        Ok(Destinations(list))
+    }
+
+    /// One destination by weight, as its cluster. A destination without a port takes
+    /// `default_port(host)`. `UH` when the weights sum to zero or the cluster is unknown.
+    pub(crate) fn pick<'t>(
+        &self,
+        table: &'t RouteTable,
+        rng: &mut dyn Random,
+        default_port: impl Fn(&str) -> u16,
+    ) -> Result<&'t Cluster, ResponseFlag> {
+        let total: u64 = self.0.iter().map(|d| u64::from(d.3)).sum();
+        if total == 0 {
+            return Err(ResponseFlag::NoHealthyUpstream);
+        }
+        let mut draw = below(rng, total);
+        let (host, subset, port, _) = self
+            .0
+            .iter()
+            .find(|d| {
+                let w = u64::from(d.3);
+                let hit = draw < w;
+                draw = draw.saturating_sub(w);
+                hit
+            })
+            .ok_or(ResponseFlag::NoHealthyUpstream)?;
+        table
+            .cluster(
+                host,
+                subset.as_deref(),
+                port.unwrap_or_else(|| default_port(host)),
+            )
+            .ok_or(ResponseFlag::NoHealthyUpstream)
+    }
+}
+
+impl TcpRule {
+    /// Whether a match of this rule names the Gateway (a rule-level binding).
+    pub(crate) fn binds(&self, entry: Entry) -> bool {
+        self.matches.iter().any(|m| entry_bound(&m.gateways, entry))
+    }
+
+    pub(crate) fn compile(vs: &str, index: usize, r: &TcpRoute) -> Result<TcpRule, L7ConfigError> {
         Ok(TcpRule {
             matches: r.matches.clone(),
-            destinations,
+            destinations: Destinations::compile(vs, &format!("spec.tcp[{index}]"), &r.route)?,
         })
     }
 
-    fn matches(&self, req: &TcpRequest, vs_gateways: &[String]) -> bool {
+    pub(crate) fn matches(&self, req: &TcpRequest, vs_gateways: &[String]) -> bool {
         if self.matches.is_empty() {
             return entry_bound(vs_gateways, req.entry);
         }
@@ -108,24 +159,7 @@ impl RouteTable {
                 if !rule.matches(req, &vs.gateways) {
                     continue;
                 }
-                let total: u64 = rule.destinations.iter().map(|d| u64::from(d.3)).sum();
-                if total == 0 {
-                    return Err(ResponseFlag::NoHealthyUpstream);
-                }
-                let mut draw = below(rng, total);
-                let (host, subset, port, _) = rule
-                    .destinations
-                    .iter()
-                    .find(|d| {
-                        let w = u64::from(d.3);
-                        let hit = draw < w;
-                        draw = draw.saturating_sub(w);
-                        hit
-                    })
-                    .ok_or(ResponseFlag::NoHealthyUpstream)?;
-                return self
-                    .cluster(host, subset.as_deref(), port.unwrap_or(req.port))
-                    .ok_or(ResponseFlag::NoHealthyUpstream);
+                return rule.destinations.pick(self, rng, |_| req.port);
             }
         }
         if had_rules {

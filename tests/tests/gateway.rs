@@ -2,7 +2,7 @@
 //! gateway process in an enrolled lab pod (its upstream connections carried over HBONE by
 //! the node agent), real servers behind it, curl from a pod outside the mesh.
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -216,6 +216,143 @@ spec:
     )
 }
 
+/// Services for the gateway's byte streams: an echo server (the idle pod runs one on 9000)
+/// and two HTTPS servers that terminate TLS themselves (in hello v1's and v2's pods, on
+/// 8443).
+const L4_SERVICES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: default}
+spec:
+  selector: {app: idle}
+  ports: [{name: tcp, port: 9000, targetPort: 9000}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: tls-a, namespace: default}
+spec:
+  selector: {app: hello, version: v1}
+  ports: [{name: tls, port: 443, targetPort: 8443}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: tls-b, namespace: default}
+spec:
+  selector: {app: hello, version: v2}
+  ports: [{name: tls, port: 443, targetPort: 8443}]
+"#;
+
+/// A Gateway with a TCP server, a TLS passthrough server with two SNI hosts, an HTTPS
+/// server whose certificate is the Secret `cred-cert`, one naming a Secret that does not
+/// exist, and a TLS server terminated with `cred-cert` then routed as TCP; the routes
+/// bound to it.
+const L4_ROUTES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: l4-gateway, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 9000, name: tcp-echo, protocol: TCP}
+    hosts: ["*"]
+  - port: {number: 9443, name: tls-passthrough, protocol: TLS}
+    hosts: [a.example.com, b.example.com]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 8444, name: https-secret, protocol: HTTPS}
+    hosts: [cred.example.com]
+    tls: {mode: SIMPLE, credentialName: cred-cert}
+  - port: {number: 8445, name: https-missing, protocol: HTTPS}
+    hosts: [missing.example.com]
+    tls: {mode: SIMPLE, credentialName: missing-cert}
+  - port: {number: 9444, name: tls-terminated, protocol: TLS}
+    hosts: ["*"]
+    tls: {mode: SIMPLE, credentialName: cred-cert}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: l4, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [l4-gateway]
+  tcp:
+  - match: [{port: 9000}]
+    route: [{destination: {host: echo, port: {number: 9000}}}]
+  - match: [{port: 9444}]
+    route: [{destination: {host: echo}}]
+  tls:
+  - match: [{port: 9443, sniHosts: [a.example.com]}]
+    route: [{destination: {host: tls-a, port: {number: 443}}}]
+  - match: [{port: 9443, sniHosts: [b.example.com]}]
+    route: [{destination: {host: tls-b}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: cred, namespace: default}
+spec:
+  hosts: [cred.example.com]
+  gateways: [l4-gateway]
+  http:
+  - route: [{destination: {host: web}}]
+"#;
+
+/// The Secret `cred-cert` holding `cert`/`key` of `certs` (Istio's TLS form, base64).
+fn cred_secret(certs: &Path, name: &str) -> Result<String> {
+    use base64::Engine as _;
+    let b64 = |file: String| -> Result<String> {
+        let pem = std::fs::read(certs.join(file))?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(pem))
+    };
+    Ok(format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: cred-cert, namespace: default}}
+type: kubernetes.io/tls
+data:
+  tls.crt: {}
+  tls.key: {}
+"#,
+        b64(format!("{name}.pem"))?,
+        b64(format!("{name}.key"))?,
+    ))
+}
+
+/// A TLS client for `cred.example.com` (verified against the CA file given) that sends a
+/// line and prints what comes back.
+const TLS_ECHO_CLIENT: &str = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[3])
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) as raw:
+    with ctx.wrap_socket(raw, server_hostname="cred.example.com") as s:
+        s.sendall(b"ping through tls")
+        got = b""
+        while len(got) < 16:
+            chunk = s.recv(100)
+            if not chunk: break
+            got += chunk
+        print(got.decode())
+"#;
+
+/// A self-signed certificate for `host` as `<dir>/<name>.pem` and its key `<name>.key`.
+fn self_signed(dir: &Path, name: &str, host: &str) -> Result<()> {
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", &format!("/CN={host}")])
+        .args(["-addext", &format!("subjectAltName=DNS:{host}")])
+        .arg("-keyout")
+        .arg(dir.join(format!("{name}.key")))
+        .arg("-out")
+        .arg(dir.join(format!("{name}.pem")))
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 /// A WebSocket echo server (RFC 6455 handshake and frames, standard library only) that
 /// answers a plain GET with JSON naming itself, like `mesh-agent app http`.
 const WS_SERVER: &str = r#"
@@ -338,6 +475,14 @@ impl GatewayLab {
             "openssl: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        for (name, host) in [
+            ("a", "a.example.com"),
+            ("b", "b.example.com"),
+            ("cred", "cred.example.com"),
+            ("cred2", "cred.example.com"),
+        ] {
+            self_signed(&certs, name, host)?;
+        }
         let mesh = &lab.mesh;
         mesh.enroll_workloads(&WORKLOADS)?;
         // The same YAML for the agents (L4: who is who) and the gateway (routing).
@@ -347,6 +492,9 @@ impl GatewayLab {
             ("routes.yaml", ROUTES.to_string()),
             ("hello.yaml", hello_route(None)),
             ("secure.yaml", secure_routes(&certs)),
+            ("l4-services.yaml", L4_SERVICES.to_string()),
+            ("l4-routes.yaml", L4_ROUTES.to_string()),
+            ("secrets.yaml", cred_secret(&certs, "cred")?),
         ];
         for (name, yaml) in &files {
             mesh.apply_all(name, yaml)?;
@@ -362,6 +510,34 @@ impl GatewayLab {
                 w.pod,
                 &["http", "--listen", "0.0.0.0:8080", "--name", name],
                 8080,
+            )?);
+        }
+        // The byte-stream backends: echo in the idle pod, HTTPS in hello v1's and v2's.
+        let idle = WORKLOADS[6];
+        children.push(mesh.serve_in_pod(
+            idle.node,
+            idle.pod,
+            &["echo", "--listen", "0.0.0.0:9000"],
+            9000,
+        )?);
+        for (w, name) in WORKLOADS[1..3].iter().zip(["a", "b"]) {
+            let cert = certs.join(format!("{name}.pem"));
+            let key = certs.join(format!("{name}.key"));
+            children.push(mesh.serve_in_pod(
+                w.node,
+                w.pod,
+                &[
+                    "http",
+                    "--listen",
+                    "0.0.0.0:8443",
+                    "--name",
+                    &format!("tls-{name}"),
+                    "--tls-cert",
+                    &cert.to_string_lossy(),
+                    "--tls-key",
+                    &key.to_string_lossy(),
+                ],
+                8443,
             )?);
         }
         let ws_script = lab.config_dir.with_extension("ws.py");
@@ -710,6 +886,186 @@ fn gateway_routes_by_path_and_header_with_faults_timeouts_and_websockets() -> Re
         ],
     );
     ensure!(hbone > 0, "no HBONE connection from the gateway: {agent}");
+    lab.passed = true;
+    Ok(())
+}
+
+/// Byte streams at the gateway: a TCP server routed to an echo service, TLS passthrough
+/// by SNI to two backends that terminate TLS themselves, TLS terminated then routed as
+/// TCP, an HTTPS server whose certificate is a Secret (and follows it when it changes), and
+/// a server naming a missing Secret that is refused, naming it, while the others serve.
+#[test]
+fn gateway_serves_tcp_tls_passthrough_and_certificates_from_secrets() -> Result<()> {
+    let mut lab = GatewayLab::start()?;
+    let gw_ip = lab.mesh.pod(GATEWAY.0, GATEWAY.1).ip().to_string();
+    let certs = lab.config_dir.join("certs");
+
+    // TCP: bytes round trip through the gateway's port 9000 to the echo server.
+    let bytes = 1024 * 1024;
+    let outcome = lab
+        .mesh
+        .tcp_client(CLIENT.0, CLIENT.1, &format!("{gw_ip}:9000"), bytes)?;
+    assert_eq!(outcome["intact"], true, "{outcome}");
+    assert_eq!(outcome["received"].as_u64(), Some(bytes), "{outcome}");
+
+    // TLS passthrough: each SNI reaches its own backend, which answers with its own
+    // certificate (curl checks it against that backend's CA, not the gateway's).
+    let curl_tls = |host: &str, port: u16, ca: &str, path: &str| -> Result<Output> {
+        let resolve = format!("{host}:{port}:{gw_ip}");
+        let cacert = certs.join(ca).to_string_lossy().into_owned();
+        let url = format!("https://{host}:{port}{path}");
+        lab.mesh.run_in_pod(
+            CLIENT.0,
+            CLIENT.1,
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "5",
+                "--cacert",
+                &cacert,
+                "--resolve",
+                &resolve,
+                &url,
+            ],
+        )
+    };
+    for (host, ca, service) in [
+        ("a.example.com", "a.pem", "tls-a"),
+        ("b.example.com", "b.pem", "tls-b"),
+    ] {
+        let out = curl_tls(host, 9443, ca, "/passthrough")?;
+        ensure!(
+            out.status.success(),
+            "curl {host} through passthrough: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: Value = serde_json::from_slice(&out.stdout)?;
+        assert_eq!(json["service"], service, "{json}");
+        assert_eq!(json["path"], "/passthrough", "{json}");
+    }
+    // openssl names the certificate the far end presented: b's, not the gateway's.
+    let out = lab.mesh.run_in_pod(
+        CLIENT.0,
+        CLIENT.1,
+        "openssl",
+        &[
+            "s_client",
+            "-connect",
+            &format!("{gw_ip}:9443"),
+            "-servername",
+            "b.example.com",
+        ],
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        text.lines()
+            .any(|l| l.starts_with("subject=") && l.contains("b.example.com")),
+        "openssl s_client -servername b.example.com: {text}"
+    );
+    // An SNI the server does not admit: closed without an answer.
+    let out = curl_tls("c.example.com", 9443, "a.pem", "/")?;
+    ensure!(!out.status.success(), "c.example.com should not be routed");
+
+    // credentialName: the HTTPS server answers with the Secret's certificate.
+    let out = curl_tls("cred.example.com", 8444, "cred.pem", "/cred")?;
+    ensure!(
+        out.status.success(),
+        "https with the Secret's certificate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(json["service"], "web", "{json}");
+
+    // TLS terminated with the Secret's certificate, then the bytes routed as TCP (echo).
+    let out = lab.mesh.run_in_pod(
+        CLIENT.0,
+        CLIENT.1,
+        "python3",
+        &[
+            "-c",
+            TLS_ECHO_CLIENT,
+            &gw_ip,
+            "9444",
+            &certs.join("cred.pem").to_string_lossy(),
+        ],
+    )?;
+    ensure!(
+        out.status.success(),
+        "TLS then TCP: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ping through tls"
+    );
+
+    // A server naming a missing Secret: an error naming Gateway, server and Secret; the
+    // other servers (above, and plain HTTP) serve on.
+    let log = std::fs::read_to_string(&lab.log)?;
+    ensure!(
+        log.contains(
+            "Gateway default/l4-gateway port 8445 (server https-missing): tls.credentialName: \
+             Secret default/missing-cert: not found"
+        ),
+        "no error naming the missing Secret in {}",
+        lab.log.display()
+    );
+    assert_eq!(lab.served_by("edge.example.com", "/", &[])?, "web");
+
+    // The Secret rotated: the listener re-opens with the new certificate.
+    write_atomically(
+        &lab.config_dir.join("secrets.yaml"),
+        &cred_secret(&certs, "cred2")?,
+    )?;
+    wait_for("the gateway to serve the rotated certificate", || {
+        Ok(curl_tls("cred.example.com", 8444, "cred2.pem", "/")?
+            .status
+            .success())
+    })?;
+
+    // The Secret's values are never written to the log.
+    let key = std::fs::read_to_string(certs.join("cred.key"))?;
+    let key_line = key.lines().nth(1).unwrap_or("-").to_string();
+    let log = std::fs::read_to_string(&lab.log)?;
+    ensure!(
+        !log.contains(&key_line) && !log.contains("PRIVATE KEY"),
+        "a Secret value reached the log"
+    );
+
+    // Each connection is counted and logged.
+    let metrics = lab.metrics()?;
+    // To echo: the TCP server's connection and the terminated TLS one.
+    let echoed = counter(
+        &metrics,
+        "istio_tcp_connections_opened_total",
+        &[("destination_service", "echo.default.svc.cluster.local")],
+    );
+    assert_eq!(echoed, 2, "{metrics}");
+    let echo_bytes = counter(
+        &metrics,
+        "istio_tcp_received_bytes_total",
+        &[("destination_service", "echo.default.svc.cluster.local")],
+    );
+    assert_eq!(echo_bytes, bytes + 16, "{metrics}");
+    let passed = counter(
+        &metrics,
+        "istio_tcp_connections_closed_total",
+        &[("destination_service", "tls-b.default.svc.cluster.local")],
+    );
+    ensure!(passed >= 2, "curl and openssl to b: {metrics}");
+    let no_route = counter(
+        &metrics,
+        "istio_tcp_connections_closed_total",
+        &[("response_flags", "NR")],
+    );
+    assert_eq!(no_route, 1, "{metrics}");
+    ensure!(
+        log.lines()
+            .any(|l| l.contains("requested_server_name=\"a.example.com\"") && l.contains("tls-a")),
+        "no access line for a.example.com in {}",
+        lab.log.display()
+    );
     lab.passed = true;
     Ok(())
 }

@@ -7,8 +7,9 @@
 //! where a request went, from where, and what a proxy added or rewrote); a client that
 //! asks for `text/plain` gets one line instead. It speaks HTTP/1.1 and h2c; `?delay_ms=N`
 //! makes it answer late (timeouts); a WebSocket upgrade gets an echo
-//! ([`super::websocket`]).
-use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
+//! ([`super::websocket`]). With `--tls-cert`/`--tls-key` it speaks HTTPS instead (a backend
+//! that terminates TLS itself, behind a gateway's TLS passthrough).
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use hyper::{Request, body::Incoming, header};
 
@@ -27,9 +28,46 @@ pub struct Identity {
     pub labels: BTreeMap<String, String>,
 }
 
-pub async fn run_workload(listen: Vec<SocketAddr>, identity: Identity) -> std::io::Result<()> {
+/// `--tls-cert` and `--tls-key`: PEM files of the certificate chain and its key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// An acceptor offering h2 and HTTP/1.1 (the process's default crypto provider).
+    pub fn acceptor(&self) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let read_error = |path: &std::path::Path| {
+            let path = path.display().to_string();
+            move |e: rustls::pki_types::pem::Error| {
+                std::io::Error::other(format!("reading {path}: {e}"))
+            }
+        };
+        let chain = CertificateDer::pem_file_iter(&self.cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(read_error(&self.cert))?;
+        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(read_error(&self.key))?;
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| std::io::Error::other(format!("certificate and key: {e}")))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+/// Serves on every address, behind TLS with `tls`.
+pub async fn run_workload(
+    listen: Vec<SocketAddr>,
+    identity: Identity,
+    tls: Option<TlsFiles>,
+) -> std::io::Result<()> {
     let identity = Arc::new(identity);
-    super::serve_all(listen, move |req, peer| {
+    let acceptor = tls.as_ref().map(TlsFiles::acceptor).transpose()?;
+    super::serve_all_with(listen, acceptor, move |req, peer| {
         let identity = identity.clone();
         async move { answer(req, &identity, peer).await }
     })

@@ -29,9 +29,22 @@ where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = serve::Reply> + Send + 'static,
 {
+    serve_all_with(listen, None, handler).await
+}
+
+/// [`serve_all`], behind TLS on every address when given an acceptor.
+pub async fn serve_all_with<H, F>(
+    listen: Vec<SocketAddr>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handler: H,
+) -> std::io::Result<()>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = serve::Reply> + Send + 'static,
+{
     let mut servers = tokio::task::JoinSet::new();
     for addr in listen {
-        servers.spawn(serve::serve(addr, handler.clone()));
+        servers.spawn(serve::serve_with(addr, tls.clone(), handler.clone()));
     }
     match servers.join_next().await {
         Some(Ok(result)) => result,

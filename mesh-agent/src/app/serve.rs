@@ -1,13 +1,16 @@
 //! The HTTP server loop the sample apps share: HTTP/1.1 and h2c (prior knowledge) on one
 //! listener, one task per connection, upgrades allowed (the generic workload's WebSocket
-//! echo). Each app is then only a function from a request to a reply.
+//! echo), optionally behind TLS (`app http --tls-cert/--tls-key`). Each app is then only a
+//! function from a request to a reply.
 use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, body::Incoming, header, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 pub type Reply = Response<Full<Bytes>>;
 
@@ -17,13 +20,38 @@ where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Reply> + Send + 'static,
 {
+    serve_with(listen, None, handler).await
+}
+
+/// [`serve`], behind TLS when given an acceptor (HTTP/1.1 or h2 by ALPN).
+pub async fn serve_with<H, F>(
+    listen: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    handler: H,
+) -> std::io::Result<()>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Reply> + Send + 'static,
+{
     let listener = TcpListener::bind(listen).await?;
-    tracing::info!(%listen, "listening");
-    serve_on(listener, handler).await
+    tracing::info!(%listen, tls = tls.is_some(), "listening");
+    serve_listener(listener, tls, handler).await
 }
 
 /// Serves `handler` on a listener made elsewhere (in another network namespace, say).
 pub async fn serve_on<H, F>(listener: TcpListener, handler: H) -> std::io::Result<()>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Reply> + Send + 'static,
+{
+    serve_listener(listener, None, handler).await
+}
+
+async fn serve_listener<H, F>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    handler: H,
+) -> std::io::Result<()>
 where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Reply> + Send + 'static,
@@ -39,19 +67,35 @@ where
             }
         };
         let handler = handler.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let reply = handler(req, peer);
-                async move { Ok::<_, Infallible>(reply.await) }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match tls {
+                None => connection(stream, peer, handler).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => connection(stream, peer, handler).await,
+                    Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                },
             }
         });
+    }
+}
+
+async fn connection<I, H, F>(io: I, peer: SocketAddr, handler: H)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Reply> + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let reply = handler(req, peer);
+        async move { Ok::<_, Infallible>(reply.await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .await
+    {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 

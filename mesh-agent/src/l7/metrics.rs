@@ -74,6 +74,27 @@ pub struct HttpMetrics {
     durations: HistogramFamily,
     request_bytes: HistogramFamily,
     response_bytes: HistogramFamily,
+    /// The gateway's TCP, terminated-TLS and passthrough connections ([`super::tcp`]).
+    pub(super) tcp_opened: Family<TcpLabels, Counter>,
+    pub(super) tcp_closed: Family<TcpLabels, Counter>,
+    pub(super) tcp_sent: Family<TcpLabels, Counter>,
+    pub(super) tcp_received: Family<TcpLabels, Counter>,
+}
+
+/// Istio's labels of `istio_tcp_*` (the ones a gateway knows of a byte stream).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpLabels {
+    pub reporter: &'static str,
+    pub source_workload: String,
+    pub source_workload_namespace: String,
+    pub destination_workload: String,
+    pub destination_workload_namespace: String,
+    /// The destination host (FQDN), or `unknown` when nothing was routed.
+    pub destination_service: String,
+    /// `tcp`.
+    pub request_protocol: &'static str,
+    /// Envoy's flags, `-` when none.
+    pub response_flags: &'static str,
 }
 
 impl Default for HttpMetrics {
@@ -100,6 +121,30 @@ impl Default for HttpMetrics {
             "Response body sizes (Content-Length of the response)",
             response_bytes.clone(),
         );
+        let tcp_opened = Family::<TcpLabels, Counter>::default();
+        let tcp_closed = Family::<TcpLabels, Counter>::default();
+        let tcp_sent = Family::<TcpLabels, Counter>::default();
+        let tcp_received = Family::<TcpLabels, Counter>::default();
+        registry.register(
+            "istio_tcp_connections_opened",
+            "TCP connections opened to an upstream",
+            tcp_opened.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_closed",
+            "TCP connections closed (routed or not)",
+            tcp_closed.clone(),
+        );
+        registry.register(
+            "istio_tcp_sent_bytes",
+            "Bytes sent to the client",
+            tcp_sent.clone(),
+        );
+        registry.register(
+            "istio_tcp_received_bytes",
+            "Bytes received from the client",
+            tcp_received.clone(),
+        );
         let spans = SpanExporter::new(&mut registry);
         HttpMetrics {
             registry,
@@ -108,6 +153,10 @@ impl Default for HttpMetrics {
             durations,
             request_bytes,
             response_bytes,
+            tcp_opened,
+            tcp_closed,
+            tcp_sent,
+            tcp_received,
         }
     }
 }

@@ -10,7 +10,8 @@
 //! the request to [`forward`] (pooled HTTP/1.1 and h2 clients, timeout, retries on other
 //! endpoints, `Upgrade` pass-through). [`server`] accepts connections (HTTP/1.1 and h2c on
 //! the same port; HTTPS through [`tls`]), [`metrics`] counts and logs each request, [`gateway`] chooses which
-//! `Gateway` servers to listen for.
+//! `Gateway` servers to listen for; a gateway's TCP, terminated-TLS and TLS passthrough
+//! servers are byte streams, routed per connection by [`tcp`].
 //!
 //! ## How the gateway and the waypoint enter the mesh
 //!
@@ -32,6 +33,7 @@ pub mod proxy;
 pub mod reply;
 pub mod routes;
 pub mod server;
+pub mod tcp;
 pub mod tls;
 pub mod trace;
 pub mod waypoint;

@@ -557,6 +557,17 @@ fn build_routing(objects: &[&LoadedObject], mesh: &MeshOptions, snap: &mut Snaps
                     snap.mesh_config = mesh;
                 }
             }
+            Object::Secret(secret) => {
+                // Validation refused a Secret whose `data` is not base64.
+                if let Ok(data) = secret.decoded() {
+                    let info = SecretInfo {
+                        name,
+                        namespace: ns,
+                        data,
+                    };
+                    snap.secrets.insert(key, Arc::new(info));
+                }
+            }
             Object::K8sGateway(gw)
                 if gw.spec.gateway_class_name == istio::gateway_api::WAYPOINT_CLASS =>
             {
@@ -631,14 +642,22 @@ pub fn resolve_virtual_service(
             m.gateways = m.gateways.iter().map(gateway).collect();
         }
     }
+    // Match-level `gateways` take the same `namespace/name` form as the VirtualService's,
+    // for `tls` and `tcp` rules as for `http` ones.
     let mut tls = spec.tls.clone();
-    tls.iter_mut()
-        .flat_map(|r| r.route.iter_mut())
-        .for_each(|d| fq(&mut d.destination));
+    for r in &mut tls {
+        r.route.iter_mut().for_each(|d| fq(&mut d.destination));
+        for m in &mut r.matches {
+            m.gateways = m.gateways.iter().map(gateway).collect();
+        }
+    }
     let mut tcp = spec.tcp.clone();
-    tcp.iter_mut()
-        .flat_map(|r| r.route.iter_mut())
-        .for_each(|d| fq(&mut d.destination));
+    for r in &mut tcp {
+        r.route.iter_mut().for_each(|d| fq(&mut d.destination));
+        for m in &mut r.matches {
+            m.gateways = m.gateways.iter().map(gateway).collect();
+        }
+    }
     VirtualServiceRoutes {
         name: name.to_string(),
         namespace: ns.to_string(),

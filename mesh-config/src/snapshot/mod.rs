@@ -49,6 +49,9 @@ pub struct Snapshot {
     pub mesh_config: istio::mesh_config::MeshConfig,
     /// Waypoints (Gateways of class `istio-waypoint`) by `namespace/name`.
     pub waypoints: BTreeMap<String, Arc<WaypointInfo>>,
+    /// Secrets by `namespace/name`, values decoded (the gateway's `credentialName`). The
+    /// config dump shows their keys only.
+    pub secrets: BTreeMap<String, Arc<SecretInfo>>,
     /// Service VIP -> key in `services`: the data path looks a connection's destination up
     /// here on every new connection, so no scan over all services.
     #[serde(skip)]
@@ -195,6 +198,14 @@ pub struct GatewayInfo {
     pub namespace: String,
     pub selector: BTreeMap<String, String>,
     pub servers: Vec<istio::Server>,
+}
+
+/// A Secret's decoded values (`Debug` and `Serialize` name the keys, never the values).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretInfo {
+    pub name: String,
+    pub namespace: String,
+    pub data: crate::secret::SecretData,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

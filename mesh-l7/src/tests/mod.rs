@@ -3,6 +3,7 @@
 
 mod balancing;
 mod bookinfo;
+mod gateway_l4;
 mod rules;
 mod units;
 
