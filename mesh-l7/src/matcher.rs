@@ -202,21 +202,8 @@ impl RequestMatcher {
         {
             return false;
         }
-        if !self.source_labels.is_empty() {
-            let Some(labels) = req.source.labels else {
-                return false;
-            };
-            if !self
-                .source_labels
-                .iter()
-                .all(|(k, v)| labels.get(k) == Some(v))
-            {
-                return false;
-            }
-        }
-        self.source_namespace
-            .as_deref()
-            .is_none_or(|ns| req.source.namespace == Some(ns))
+        req.source
+            .selected_by(self.source_namespace.as_deref(), &self.source_labels)
     }
 }
 

@@ -39,6 +39,22 @@ pub struct Source<'a> {
     pub ip: Option<IpAddr>,
 }
 
+impl Source<'_> {
+    /// Whether a match's `sourceNamespace` and `sourceLabels` select this client (unset
+    /// ones select everyone; labels need a client whose labels are known).
+    pub(crate) fn selected_by(
+        &self,
+        namespace: Option<&str>,
+        labels: &BTreeMap<String, String>,
+    ) -> bool {
+        namespace.is_none_or(|ns| self.namespace == Some(ns))
+            && (labels.is_empty()
+                || self
+                    .labels
+                    .is_some_and(|l| labels.iter().all(|(k, v)| l.get(k) == Some(v))))
+    }
+}
+
 /// Where the request entered: the mesh (a waypoint) or an Istio Gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry<'a> {

@@ -285,18 +285,24 @@ impl RouteTable {
     /// `host`. A server host's `namespace/` part (which namespaces may bind VirtualServices)
     /// is not checked here.
     pub fn gateway_serves(&self, key: &str, port: u16, host: &str) -> bool {
-        let Some(gateway) = self.snapshot.gateways.get(key) else {
-            return false;
-        };
-        gateway
-            .servers
-            .iter()
-            .filter(|s| s.port.number == u32::from(port))
+        self.server_hosts(key, port)
+            .any(|pattern| host_matches(pattern, host))
+    }
+
+    /// The hosts of Gateway `gateway`'s servers on `port`, without their `namespace/` part.
+    pub(crate) fn server_hosts<'t>(
+        &'t self,
+        gateway: &str,
+        port: u16,
+    ) -> impl Iterator<Item = &'t str> + 't {
+        self.snapshot
+            .gateways
+            .get(gateway)
+            .into_iter()
+            .flat_map(|g| &g.servers)
+            .filter(move |s| s.port.number == u32::from(port))
             .flat_map(|s| &s.hosts)
-            .any(|h| {
-                let pattern = h.split_once('/').map_or(h.as_str(), |(_, host)| host);
-                host_matches(pattern, host)
-            })
+            .map(|h| h.split_once('/').map_or(h.as_str(), |(_, host)| host))
     }
 
     /// The cluster of `host`, `subset`, `port`, if the mesh knows it.

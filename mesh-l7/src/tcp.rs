@@ -131,14 +131,9 @@ impl TcpRule {
             };
             entry_bound(gateways, req.entry)
                 && m.port.is_none_or(|p| p == u32::from(req.port))
-                && m.source_namespace
-                    .as_deref()
-                    .is_none_or(|ns| req.source.namespace == Some(ns))
-                && (m.source_labels.is_empty()
-                    || req
-                        .source
-                        .labels
-                        .is_some_and(|l| m.source_labels.iter().all(|(k, v)| l.get(k) == Some(v))))
+                && req
+                    .source
+                    .selected_by(m.source_namespace.as_deref(), &m.source_labels)
         })
     }
 }

@@ -66,14 +66,9 @@ impl TlsRule {
             entry_bound(gateways, entry)
                 && m.port.is_none_or(|p| p == u32::from(conn.port))
                 && sni_matches(sni_hosts, conn.sni)
-                && m.source_namespace
-                    .as_deref()
-                    .is_none_or(|ns| conn.source.namespace == Some(ns))
-                && (m.source_labels.is_empty()
-                    || conn
-                        .source
-                        .labels
-                        .is_some_and(|l| m.source_labels.iter().all(|(k, v)| l.get(k) == Some(v))))
+                && conn
+                    .source
+                    .selected_by(m.source_namespace.as_deref(), &m.source_labels)
         })
     }
 }
@@ -154,18 +149,6 @@ impl RouteTable {
                         .any(|s| hosts_overlap(s, h))
                 })
         })
-    }
-
-    /// The hosts of Gateway `gateway`'s servers on `port`, without their `namespace/` part.
-    fn server_hosts<'t>(&'t self, gateway: &str, port: u16) -> impl Iterator<Item = &'t str> + 't {
-        self.snapshot
-            .gateways
-            .get(gateway)
-            .into_iter()
-            .flat_map(|g| &g.servers)
-            .filter(move |s| s.port.number == u32::from(port))
-            .flat_map(|s| &s.hosts)
-            .map(|h| h.split_once('/').map_or(h.as_str(), |(_, host)| host))
     }
 
     /// A destination's port when the rule names none: the host's only port, else `port`.
