@@ -152,10 +152,15 @@ pub fn write_pods(
     }
     // JSON is YAML: one document per object.
     let text: Vec<String> = documents.iter().map(ToString::to_string).collect();
-    let path = dir.join(PODS_FILE);
-    // Written whole and renamed, so the watchers never read half of it.
-    let tmp = dir.join(format!(".{PODS_FILE}.tmp"));
-    std::fs::write(&tmp, text.join("\n---\n") + "\n").map_err(io(&tmp))?;
+    write_whole(dir, PODS_FILE, &(text.join("\n---\n") + "\n"))
+}
+
+/// Writes `file` in the watched `dir` whole and renames it into place, so the watchers
+/// never read half of it.
+pub fn write_whole(dir: &Path, file: &str, text: &str) -> Result<(), ConfigError> {
+    let path = dir.join(file);
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, text).map_err(io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(io(&path))
 }
 

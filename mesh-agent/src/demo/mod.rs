@@ -249,7 +249,7 @@ async fn demo(
             server.url,
             targets.agents.len(),
             plan.waypoints.len(),
-            prometheus::log_path(lab).display()
+            server.log_path().display()
         );
         running.prometheus = Some(server);
     }

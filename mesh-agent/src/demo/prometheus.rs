@@ -6,7 +6,7 @@
 //! loopback (`--prometheus ADDR`) as the gateway is.
 use std::{
     net::{Ipv4Addr, SocketAddr},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Stdio,
 };
 
@@ -19,6 +19,7 @@ use super::ingress;
 /// Where every agent, gateway and waypoint of the demo serves `/metrics` (Istio's port).
 pub const METRICS_PORT: u16 = 15020;
 const PROMETHEUS_PORT: u16 = 9090;
+const LOG_FILE: &str = "prometheus.log";
 /// Short, so a user (and the test) sees a request in Prometheus within seconds.
 const SCRAPE_INTERVAL: &str = "2s";
 
@@ -69,6 +70,13 @@ pub struct Prometheus {
     _child: LabChild,
 }
 
+impl Prometheus {
+    /// Where its log is, for the user when something is off.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(LOG_FILE)
+    }
+}
+
 impl Drop for Prometheus {
     fn drop(&mut self) {
         self.forward.abort();
@@ -86,7 +94,7 @@ pub async fn start(lab: &Lab, targets: &Targets, listen: SocketAddr) -> Result<P
         .with_context(|| format!("writing {}", config.display()))?;
     let node = lab.node(1);
     let inside = SocketAddr::from((node.addr(), PROMETHEUS_PORT));
-    let log = std::fs::File::create(dir.join("prometheus.log"))?;
+    let log = std::fs::File::create(dir.join(LOG_FILE))?;
     let mut command = node.daemon_command("prometheus");
     command
         .arg(format!("--config.file={}", config.display()))
@@ -112,13 +120,6 @@ pub async fn start(lab: &Lab, targets: &Targets, listen: SocketAddr) -> Result<P
         forward,
         _child: child,
     })
-}
-
-/// Where its log is, for the user when something is off.
-pub fn log_path(lab: &Lab) -> PathBuf {
-    Path::new(&std::env::temp_dir())
-        .join(format!("mesh-demo-prometheus-{}", lab.id()))
-        .join("prometheus.log")
 }
 
 #[cfg(test)]

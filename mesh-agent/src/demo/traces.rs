@@ -80,13 +80,13 @@ pub fn mesh_config_yaml(otlp: SocketAddr) -> String {
     )
 }
 
-/// Writes [`MESH_CONFIG_FILE`] (whole, then renamed, as the pods file).
+/// Writes [`MESH_CONFIG_FILE`] into the watched directory.
 pub fn write_mesh_config(dir: &Path, otlp: SocketAddr) -> Result<()> {
-    let path = dir.join(MESH_CONFIG_FILE);
-    let tmp = dir.join(format!(".{MESH_CONFIG_FILE}.tmp"));
-    std::fs::write(&tmp, mesh_config_yaml(otlp))
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    Ok(super::config::write_whole(
+        dir,
+        MESH_CONFIG_FILE,
+        &mesh_config_yaml(otlp),
+    )?)
 }
 
 #[cfg(test)]

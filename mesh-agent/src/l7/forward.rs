@@ -23,7 +23,7 @@ use super::reply::{empty, full};
 use super::{Body, BoxError};
 
 /// Istio's default `connectTimeout`.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Envoy's base retry back-off.
 const RETRY_BACKOFF: Duration = Duration::from_millis(25);
 

@@ -316,15 +316,14 @@ impl RequestRecord<'_> {
             },
             None => format!("{}/*", self.authority),
         };
+        // The proxy as OpenTelemetry's `service.name` and Istio's `node_id`.
+        let service_name = format!("{}.{}", self.identity.workload, self.identity.namespace);
         let mut attributes = vec![
             attribute("istio.canonical_service", &self.identity.workload),
             attribute("istio.namespace", &self.identity.namespace),
             attribute("istio.mesh_id", "cluster.local"),
             attribute("component", "proxy"),
-            attribute(
-                "node_id",
-                format!("{}.{}", self.identity.workload, self.identity.namespace),
-            ),
+            attribute("node_id", &service_name),
             attribute("guid:x-request-id", &self.request_id),
             attribute("http.url", format!("{}{}", self.authority, self.path)),
             attribute("http.method", &self.method),
@@ -360,7 +359,6 @@ impl RequestRecord<'_> {
             },
             message: String::new(),
         });
-        let service_name = format!("{}.{}", self.identity.workload, self.identity.namespace);
         let span = |ctx: &TraceContext, kind: SpanKind, start: SystemTime| Span {
             trace_id: ctx.trace_id.to_be_bytes().to_vec(),
             span_id: ctx.span_id.to_be_bytes().to_vec(),
@@ -421,8 +419,7 @@ impl Drop for RequestRecord<'_> {
                 .get_or_create(&labels)
                 .observe(bytes as f64);
         }
-        let start_time = jiff::Timestamp::try_from(self.started_at)
-            .map_or_else(|_| "-".to_string(), |t| t.to_string());
+        let start_time = crate::telemetry::rfc3339(self.started_at);
         tracing::info!(
             target: "access",
             start_time = %start_time,

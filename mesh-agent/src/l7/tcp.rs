@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use super::forward::CONNECT_TIMEOUT;
 use super::metrics::{HttpMetrics, ProxyIdentity, TcpLabels};
 use super::proxy::HttpProxy;
 
@@ -33,8 +34,6 @@ use super::proxy::HttpProxy;
 pub const MAX_HELLO: usize = 32 * 1024;
 /// How long a client may take to send its ClientHello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Istio's default `connectTimeout`.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a port does with a connection.
 #[derive(Clone)]
@@ -453,8 +452,7 @@ impl Drop for TcpRecord<'_> {
             .tcp_received
             .get_or_create(&labels)
             .inc_by(self.received);
-        let start_time = jiff::Timestamp::try_from(self.started_at)
-            .map_or_else(|_| "-".to_string(), |t| t.to_string());
+        let start_time = crate::telemetry::rfc3339(self.started_at);
         tracing::info!(
             target: "access",
             start_time = %start_time,

@@ -250,26 +250,22 @@ fn from_secret(
         )
     })?;
     // Istio's TLS form first, then the generic one.
-    let value = first_key;
-    let (cert_key, cert) = value(secret, ["tls.crt", "cert"])
+    let (cert_key, cert) = first_key(secret, ["tls.crt", "cert"])
         .ok_or_else(|| secret_error(credential, "has neither tls.crt nor cert".to_string()))?;
-    let (key_key, key) = value(secret, ["tls.key", "key"])
+    let (key_key, key) = first_key(secret, ["tls.key", "key"])
         .ok_or_else(|| secret_error(credential, "has neither tls.key nor key".to_string()))?;
     // The PEM parser's messages are not passed on: they could quote the value.
-    let chain = CertificateDer::pem_slice_iter(cert)
-        .collect::<Result<Vec<_>, _>>()
-        .ok()
-        .filter(|c| !c.is_empty())
+    let chain = pem_certificates(cert)
         .ok_or_else(|| secret_error(credential, format!("{cert_key} is not a PEM certificate")))?;
     let key = PrivateKeyDer::from_pem_slice(key)
         .map_err(|_| secret_error(credential, format!("{key_key} is not a PEM private key")))?;
     let client_ca = if mutual {
         let ca_keys = ["ca.crt", "cacert"];
-        let (from, (ca_key, ca)) = match value(secret, ca_keys) {
+        let (from, (ca_key, ca)) = match first_key(secret, ca_keys) {
             Some(found) => (credential, found),
             None => {
                 let companion = snapshot.secrets.get(ca_secret);
-                match companion.and_then(|s| value(s, ca_keys)) {
+                match companion.and_then(|s| first_key(s, ca_keys)) {
                     Some(found) => (ca_secret, found),
                     None => {
                         return Err(secret_error(
@@ -282,10 +278,7 @@ fn from_secret(
                 }
             }
         };
-        let cas = CertificateDer::pem_slice_iter(ca)
-            .collect::<Result<Vec<_>, _>>()
-            .ok()
-            .filter(|c| !c.is_empty())
+        let cas = pem_certificates(ca)
             .ok_or_else(|| secret_error(from, format!("{ca_key} is not a PEM certificate")))?;
         Some(cas)
     } else {
@@ -296,6 +289,15 @@ fn from_secret(
         key,
         client_ca,
     })
+}
+
+/// The PEM certificates in a Secret's value; `None` for none or unparsable ones (the
+/// parser's message is not kept: it could quote the value).
+fn pem_certificates(pem: &[u8]) -> Option<Vec<CertificateDer<'static>>> {
+    CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()
+        .filter(|c| !c.is_empty())
 }
 
 /// The first of `keys` the Secret has, with its value.

@@ -273,8 +273,7 @@ impl Drop for ConnectionGuard {
             .unwrap_or(0);
         let start_time = SystemTime::now()
             .checked_sub(self.started.elapsed())
-            .and_then(|t| jiff::Timestamp::try_from(t).ok())
-            .map_or_else(|| "-".to_string(), |t| t.to_string());
+            .map_or_else(|| "-".to_string(), super::rfc3339);
         tracing::info!(
             target: "access",
             start_time = %start_time,
