@@ -17,10 +17,10 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use mesh_testbed::lab::LabChild;
-use mesh_tests::{Mesh, Workload, agent_bin, wait_for};
+use mesh_tests::{Mesh, Workload, agent_bin, counter, wait_for};
 
 use crate::{
-    BenchArgs,
+    BenchArgs, measure,
     pods::{self, CASES, HTTP_PORT, PodId, Variant, run_bounded},
     stats::{Cell, cell, median, pct_us},
 };
@@ -282,11 +282,8 @@ fn proxy_requests(mesh: &Mesh, pod: PodId) -> Result<f64> {
     let url = format!("http://127.0.0.1:{METRICS_PORT}/metrics");
     let out = mesh.run_in_pod(pod.0, pod.1, "curl", &["-sS", "--max-time", "5", &url])?;
     ensure!(out.status.success(), "metrics of {}", pods::name(pod));
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("istio_requests_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    Ok(counter(&metrics, "istio_requests_total", &[]) as f64)
 }
 
 /// One h2load run from `path`'s client for `seconds`.
@@ -336,16 +333,7 @@ fn h2load(
     let timeout = Duration::from_secs(seconds + 30);
     let (status, out, err) = run_bounded(mesh, client, "h2load", &args, timeout)?;
     ensure!(status.success(), "h2load exited with {status}: {out} {err}");
-    let failed = out
-        .lines()
-        .find(|l| l.starts_with("requests:"))
-        .and_then(|l| {
-            l.split(',')
-                .find(|f| f.trim_end().ends_with("failed"))
-                .and_then(|f| f.split_whitespace().next())
-                .and_then(|n| n.parse::<u64>().ok())
-        })
-        .with_context(|| format!("no request summary in h2load's output: {out}"))?;
+    let failed = measure::h2load_requests(&out, "failed")?;
     let text = std::fs::read_to_string(log).context("reading h2load's log")?;
     // Columns: start (µs since the epoch), status (-1: the stream did not finish, as
     // the requests in flight when a timed run stops), µs to the end of the response.

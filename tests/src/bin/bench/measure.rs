@@ -132,17 +132,7 @@ pub fn h2load(mesh: &mesh_tests::Mesh, client: PodId, server: PodId, count: u64)
     let timeout = Duration::from_secs(30) + Duration::from_millis(10) * count as u32;
     let (status, out, err) = run_bounded(mesh, client, "h2load", &hargs, timeout)?;
     ensure!(status.success(), "h2load exited with {status}: {out} {err}");
-    // "requests: 5000 total, 5000 started, 5000 done, 5000 succeeded, 0 failed, ..."
-    let succeeded = out
-        .lines()
-        .find(|l| l.starts_with("requests:"))
-        .and_then(|l| {
-            l.split(',')
-                .find(|f| f.trim_end().ends_with("succeeded"))
-                .and_then(|f| f.split_whitespace().next())
-                .and_then(|n| n.parse::<u64>().ok())
-        })
-        .with_context(|| format!("no request summary in h2load's output: {out}"))?;
+    let succeeded = h2load_requests(&out, "succeeded")?;
     ensure!(
         succeeded == count,
         "h2load: {succeeded} of {count} requests succeeded: {out}"
@@ -163,6 +153,20 @@ pub fn h2load(mesh: &mesh_tests::Mesh, client: PodId, server: PodId, count: u64)
         .and_then(duration_us)
         .with_context(|| format!("no request time in h2load's output: {out}"))?;
     Ok((rps, mean))
+}
+
+/// One count of h2load's summary line, "requests: 5000 total, 5000 started, 5000 done,
+/// 5000 succeeded, 0 failed, ...": `what` is "succeeded", "failed", ...
+pub fn h2load_requests(out: &str, what: &str) -> Result<u64> {
+    out.lines()
+        .find(|l| l.starts_with("requests:"))
+        .and_then(|l| {
+            l.split(',')
+                .find(|f| f.trim_end().ends_with(what))
+                .and_then(|f| f.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .with_context(|| format!("no request summary in h2load's output: {out}"))
 }
 
 /// h2load's durations ("220us", "2.3ms", "1.05s") in microseconds.
