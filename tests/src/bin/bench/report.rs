@@ -210,10 +210,11 @@ impl Header {
             format!("- load average before: {}", loadavg()),
             format!("- command: `{command}`"),
             settings(args),
-            "- lab: 2 nodes x 4 pods, one release `mesh-agent run` per node. DIRECT: n1p1 -> \
+            "- lab: 2 nodes x 6 pods, one release `mesh-agent run` per node. DIRECT: n1p1 -> \
              n1p2 / n2p1, not enrolled. MESH: n1p3 -> n1p4 / n2p3, enrolled as ambient \
              workloads (sa bench-client, bench-server-same, bench-server-cross): HBONE on \
-             both paths. DIRECT then MESH back to back for every row."
+             both paths. DIRECT then MESH back to back for every row. L7 rows: a waypoint \
+             in n1p5, the ingress gateway in n1p6."
                 .to_string(),
         ];
         Header { lines }
@@ -244,6 +245,9 @@ fn settings(args: &BenchArgs) -> String {
             "conn-rate {} sequential connections (+{CONN_WARMUP} warm-up), {size} echo each",
             args.conns
         ));
+    }
+    if args.wants(Only::L7) {
+        parts.push(format!("h2load {} s per L7 run", args.seconds));
     }
     if args.wants(Only::Memory) {
         let counts: Vec<String> = args.hold.iter().map(|&n| thousands(n)).collect();
