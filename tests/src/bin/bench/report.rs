@@ -246,6 +246,9 @@ fn settings(args: &BenchArgs) -> String {
             args.conns
         ));
     }
+    if args.wants(Only::Dns) {
+        parts.push(format!("dns {} sequential A queries per run", args.count));
+    }
     if args.wants(Only::L7) {
         parts.push(format!("h2load {} s per L7 run", args.seconds));
     }
