@@ -278,13 +278,20 @@ fn format_error(packet: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The wire form, truncated (TC set, records dropped) when over `limit` so the client
-/// retries over TCP.
+/// retries over TCP. Never over `limit`: when even the echoed questions do not fit (a
+/// packet with many of them, answered FORMERR), the header alone goes back.
 fn encode(response: &Message, limit: usize) -> Option<Vec<u8>> {
     let wire = response.to_vec().ok()?;
     if wire.len() <= limit {
         return Some(wire);
     }
-    response.truncate().to_vec().ok()
+    let mut truncated = response.truncate();
+    let wire = truncated.to_vec().ok()?;
+    if wire.len() <= limit {
+        return Some(wire);
+    }
+    truncated.queries.clear();
+    truncated.to_vec().ok()
 }
 
 #[cfg(test)]

@@ -76,6 +76,35 @@ fn services_are_answered_and_unknown_cluster_names_are_nxdomain() {
     assert_eq!(forwarded.metadata.response_code, ResponseCode::ServFail);
 }
 
+/// Found by `cargo xtask fuzz dns_packet`: a query with many questions is answered
+/// FORMERR with every question echoed, which outgrew the UDP limit even truncated.
+#[test]
+fn a_query_with_many_questions_gets_an_answer_within_the_udp_limit() {
+    let pod = pod();
+    let mut m = Message::query();
+    m.metadata.id = 0x4242;
+    for i in 0..100 {
+        let name = format!("a-rather-long-label-number-{i}.default.svc.cluster.local.");
+        m.add_query(Query::query(
+            Name::from_ascii(&name).expect("name"),
+            RecordType::A,
+        ));
+    }
+    let packet = m.to_vec().expect("encodes");
+    assert!(packet.len() > 1232, "the query itself is over the limit");
+    let answer = runtime()
+        .block_on(pod.handle(&packet, Transport::Udp))
+        .expect("an answer");
+    assert!(answer.len() <= 1232, "{} bytes over UDP", answer.len());
+    let answer = Message::from_vec(&answer).expect("parses");
+    assert_eq!(answer.metadata.id, 0x4242);
+    assert!(
+        answer.metadata.truncation,
+        "TC set: the client may retry over TCP"
+    );
+    assert_eq!(answer.metadata.response_code, ResponseCode::FormErr);
+}
+
 #[test]
 fn mutated_and_random_packets_never_panic_and_answers_parse() {
     let pod = pod();
