@@ -32,8 +32,10 @@ pub fn run(extra: &[String]) -> Result<()> {
     );
     lint()?;
     // The integration tests run the real `mesh-agent` binary, which `cargo test` alone
-    // does not build (it is another package's binary).
-    run_checked(&mut cargo(&["build", "--package", "mesh-agent", "--bins"]))?;
+    // does not build (it is another package's binary). Building every target of the
+    // workspace at once gives the binary the same dependency features as the tests, so
+    // `cargo test` below reuses each artifact instead of building a second copy.
+    run_checked(&mut cargo(&["build", "--all-targets"]))?;
     run_checked(cargo(&["test", "--no-fail-fast", "--"]).args(extra))
 }
 
