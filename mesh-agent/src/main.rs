@@ -291,6 +291,12 @@ enum Command {
         #[command(subcommand)]
         command: ManifestCommand,
     },
+    /// Put the `mesh-cni` plugin into this node's CNI configuration, or take it out (the
+    /// DaemonSet's init container runs `install`).
+    Cni {
+        #[command(subcommand)]
+        command: CniCommand,
+    },
     /// Built-in sample workloads.
     App {
         #[command(subcommand)]
@@ -312,6 +318,40 @@ enum ManifestCommand {
         /// resources.requests.cpu, resources.requests.memory, resources.limits.memory.
         #[arg(long = "set")]
         set: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct CniDirs {
+    /// The node's CNI plugin directory (mounted from the host's /opt/cni/bin).
+    #[arg(long, default_value = "/host/opt/cni/bin")]
+    cni_bin_dir: PathBuf,
+    /// The node's CNI configuration directory (mounted from the host's /etc/cni/net.d).
+    #[arg(long, default_value = "/host/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum CniCommand {
+    /// Copy `mesh-cni` into the plugin directory and append it to the chain of the node's
+    /// primary network configuration (waiting for the pod network to write one).
+    Install {
+        #[command(flatten)]
+        dirs: CniDirs,
+        /// The plugin binary to copy (default: `mesh-cni` next to this binary).
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+        /// The node agent's API socket, as the plugin reaches it on the host.
+        #[arg(long, default_value = "/run/mesh-agent/node/agent.sock")]
+        agent_socket: PathBuf,
+        /// How long to wait for the pod network's configuration, e.g. 5m.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        wait: std::time::Duration,
+    },
+    /// Take the plugin out of every configuration and remove its binary (idempotent).
+    Uninstall {
+        #[command(flatten)]
+        dirs: CniDirs,
     },
 }
 
@@ -685,6 +725,7 @@ async fn run(command: Command, started: std::time::Instant) -> Result<()> {
             print!("{}", mesh_agent::manifest::generate(&values)?);
             Ok(())
         }
+        Command::Cni { command } => cni_command(command),
         Command::App { app } => match app {
             AppCommand::Echo { listen } => app::echo::run(listen).await,
             AppCommand::Http {
@@ -784,6 +825,50 @@ async fn run_agent(
 }
 
 /// `--cert-lifetime`: Istio's duration forms (`24h`, `90m`, `30s`).
+fn cni_command(command: CniCommand) -> anyhow::Result<()> {
+    use mesh_agent::cni::install::Installer;
+    let installer = |dirs: CniDirs, plugin: PathBuf, config| Installer {
+        plugin,
+        bin_dir: dirs.cni_bin_dir,
+        conf_dir: dirs.cni_conf_dir,
+        plugin_config: config,
+    };
+    match command {
+        CniCommand::Install {
+            dirs,
+            plugin,
+            agent_socket,
+            wait,
+        } => {
+            let plugin = match plugin {
+                Some(path) => path,
+                None => std::env::current_exe()
+                    .context("locating this binary")?
+                    .with_file_name("mesh-cni"),
+            };
+            let mut config = serde_json::Map::new();
+            config.insert("agentSocket".into(), serde_json::json!(agent_socket));
+            let done = installer(dirs, plugin, config).install(wait)?;
+            println!(
+                "installed {} and added it to {}",
+                done.binary.display(),
+                done.config.display()
+            );
+            if let Some(old) = done.replaced {
+                println!("replaced {} (a single plugin) by that list", old.display());
+            }
+        }
+        CniCommand::Uninstall { dirs } => {
+            let changed = installer(dirs, PathBuf::new(), serde_json::Map::new()).uninstall()?;
+            for path in &changed {
+                println!("removed mesh-cni from {}", path.display());
+            }
+            println!("mesh-cni uninstalled");
+        }
+    }
+    Ok(())
+}
+
 fn parse_duration(input: &str) -> Result<std::time::Duration, String> {
     mesh_config::duration::IstioDuration::parse(input)
         .map(|d| d.0)

@@ -5,6 +5,7 @@
 //! * `modes.rs`: which pods are captured (Istio's ambient labels), decided from the agent's
 //!   configuration, kept on disk for when the agent is down.
 //! * `plugin.rs`: the plugin's commands (ADD, DEL, CHECK, STATUS, VERSION).
+//! * `install.rs`: the installer that puts the plugin into a node's CNI configuration.
 //! * `node.rs`: the agent's answers to the plugin (`POST /v1/cni/add`, `/v1/cni/check`) and
 //!   the writer of the modes file.
 //!
@@ -15,6 +16,7 @@ use std::{net::IpAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod install;
 pub mod modes;
 pub mod node;
 pub mod plugin;
