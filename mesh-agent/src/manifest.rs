@@ -6,17 +6,21 @@
 //! Objects: the Namespace, the agent's ServiceAccount, a ClusterRole limited to what the
 //! agent's Kubernetes source watches (read-only) and its binding, and the DaemonSet.
 //!
-//! The DaemonSet's agent runs in the node's network namespace (`hostNetwork`) with the
-//! capabilities its work needs, not `privileged`: `BPF` and `PERFMON` (load programs and
-//! maps), `NET_ADMIN` (attach programs, `SO_MARK`, `IP_TRANSPARENT`, routes and rules
-//! inside pods), `SYS_ADMIN` (`setns` into pods' namespaces, cgroup attachment, bpffs
-//! pins), `SYS_RESOURCE` (the open-files limit). This set is the reasoning from what the
-//! agent calls; it has not been run on a cluster yet. Host mounts: bpffs (pins survive a
-//! restart), the cgroup2 tree (the capture cgroup),
+//! The DaemonSet's agent runs in the node's network namespace (`hostNetwork`) and
+//! `privileged`, as istio-cni's node agent does. The capabilities alone would be `BPF` and
+//! `PERFMON` (programs and maps), `NET_ADMIN` (attachments, `SO_MARK`, `IP_TRANSPARENT`,
+//! routes and rules inside pods), `SYS_ADMIN` (`setns` into pods' namespaces, cgroups,
+//! bpffs pins) and `SYS_RESOURCE` (the open-files limit), but run that way from the image
+//! (tests/tests/image.rs) enrolling a pod fails: the agent sets `net.ipv4.tcp_fwmark_accept`
+//! and `fwmark_reflect` inside each pod's namespace, and container runtimes mount
+//! `/proc/sys` read-only in every container that is not privileged.
+//!
+//! Host mounts: bpffs (pins survive a restart), the cgroup2 tree (the capture cgroup),
 //! `/var/run/netns` (the namespaces CNI names), `/run/mesh-agent` (state and the API socket
-//! the CNI plugin calls), and the CNI directories for the plugin's installer (not written
-//! yet). The mesh CA comes from the Secret `caSecret` (Istio's `cacerts` layout), mounted
-//! read-only: create it before installing (the agent cannot generate one there).
+//! the CNI plugin calls), and the CNI directories for the plugin's installer, an init
+//! container running `mesh-agent cni install` (see `cni/install.rs`). The mesh CA comes
+//! from the Secret `caSecret` (Istio's `cacerts` layout), mounted read-only: create it
+//! before installing (the agent cannot generate one there).
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
@@ -250,7 +254,8 @@ const HOST_MOUNTS: [(&str, &str, &str, &str, Option<&str>); 6] = [
     ),
 ];
 
-fn daemon_set(values: &Values) -> DaemonSet {
+/// The node agent's DaemonSet (also what the image test runs the agent container like).
+pub fn daemon_set(values: &Values) -> DaemonSet {
     let labels = BTreeMap::from([("app".to_string(), AGENT.to_string())]);
     let mut args: Vec<String> = [
         "run",
@@ -313,6 +318,41 @@ fn daemon_set(values: &Values) -> DaemonSet {
         protocol: Some("TCP".into()),
         ..Default::default()
     };
+    // The CNI installer: mesh-cni into the node's plugin directory and the primary
+    // network's chain, before the agent starts (`mesh-agent cni install`). It needs only
+    // the two CNI directories, and no capability: they are host directories it writes.
+    let cni_mount = |name: &str| {
+        mounts
+            .iter()
+            .find(|m| m.name == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let install_cni = Container {
+        name: "install-cni".into(),
+        image: Some(values.image.clone()),
+        image_pull_policy: Some(values.image_pull_policy.clone()),
+        args: Some(
+            [
+                "cni",
+                "install",
+                "--agent-socket",
+                "/run/mesh-agent/node/agent.sock",
+            ]
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        ),
+        security_context: Some(SecurityContext {
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![cni_mount("cni-bin"), cni_mount("cni-conf")]),
+        ..Default::default()
+    };
     let container = Container {
         name: AGENT.into(),
         image: Some(values.image.clone()),
@@ -345,17 +385,9 @@ fn daemon_set(values: &Values) -> DaemonSet {
             )])),
             ..Default::default()
         }),
+        // Privileged for a writable /proc/sys (see the module's documentation).
         security_context: Some(SecurityContext {
-            privileged: Some(false),
-            capabilities: Some(Capabilities {
-                add: Some(
-                    ["BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_RESOURCE"]
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect(),
-                ),
-                drop: Some(vec!["ALL".into()]),
-            }),
+            privileged: Some(true),
             ..Default::default()
         }),
         volume_mounts: Some(mounts),
@@ -396,6 +428,7 @@ fn daemon_set(values: &Values) -> DaemonSet {
                         ..Default::default()
                     }]),
                     termination_grace_period_seconds: Some(30),
+                    init_containers: Some(vec![install_cni]),
                     containers: vec![container],
                     volumes: Some(volumes),
                     ..Default::default()
