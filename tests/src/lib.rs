@@ -19,6 +19,9 @@ use mesh_agent::{
 use mesh_testbed::lab::{Lab, LabChild, LabSpec, Pod};
 use serde_json::Value;
 
+pub mod cni;
+pub mod image;
+
 /// The `mesh-agent` binary built alongside this test or bench binary
 /// (`target/<profile>/mesh-agent`; test binaries live one level deeper, in `deps/`).
 pub fn agent_bin() -> PathBuf {
@@ -87,12 +90,39 @@ pub struct Workload<'a> {
     pub labels: &'a [(&'a str, &'a str)],
 }
 
+/// How the agents of a [`Mesh`] are started: the real binary by default, or something that
+/// runs it (a container, see [`image`]).
+pub struct AgentLaunch {
+    /// Started with `run --name <agent> ...` in the node's namespace.
+    pub program: PathBuf,
+    /// The agents' state directories go below it (`<root>/mesh-test-<agent>`).
+    pub state_root: PathBuf,
+    /// Called with the agent's name after its process is killed, to stop what the process
+    /// only started (a container outlives its `podman run`).
+    pub stop: Option<fn(&str)>,
+    /// Create the mesh CA before the first agent starts, for agents that only read it (a
+    /// DaemonSet's comes from a read-only Secret); otherwise the first agent creates it.
+    pub create_ca: bool,
+}
+
+impl Default for AgentLaunch {
+    fn default() -> Self {
+        AgentLaunch {
+            program: agent_bin(),
+            state_root: std::env::temp_dir(),
+            stop: None,
+            create_ca: false,
+        }
+    }
+}
+
 /// A lab plus one agent per node.
 pub struct Mesh {
     pub lab: Lab,
     pub agents: Vec<AgentProcess>,
     /// Extra arguments for every `mesh-agent run` (e.g. `--config-dir`).
     agent_args: Vec<String>,
+    launch: AgentLaunch,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -108,6 +138,16 @@ impl Mesh {
         pods_per_node: usize,
         agent_args: &[&str],
     ) -> Result<Mesh> {
+        Self::start_launched(nodes, pods_per_node, agent_args, AgentLaunch::default())
+    }
+
+    /// As [`Mesh::start_with_args`], the agents started by `launch`.
+    pub fn start_launched(
+        nodes: usize,
+        pods_per_node: usize,
+        agent_args: &[&str],
+        launch: AgentLaunch,
+    ) -> Result<Mesh> {
         require_root();
         let lab = Lab::create(LabSpec {
             nodes,
@@ -121,11 +161,18 @@ impl Mesh {
             lab,
             agents: Vec::new(),
             agent_args: agent_args.iter().map(ToString::to_string).collect(),
+            launch,
             runtime,
         };
+        if mesh.launch.create_ca {
+            mesh_identity::CertificateAuthority::load_or_create(
+                &launch::lab_ca_dir(&mesh.lab),
+                "cluster.local",
+            )?;
+        }
         for node in 1..=nodes {
             let name = format!("{}-n{node}", mesh.lab.id());
-            let state_dir = std::env::temp_dir().join(format!("mesh-test-{name}"));
+            let state_dir = mesh.launch.state_root.join(format!("mesh-test-{name}"));
             mesh.agents.push(AgentProcess {
                 agent: LabAgent {
                     name,
@@ -157,10 +204,16 @@ impl Mesh {
         let started = self.runtime.block_on(process.agent.start(
             &self.lab,
             process.node,
-            &agent_bin(),
+            &self.launch.program,
             options,
         ));
-        let child = started.with_context(|| format!("see {}", self.log_path(node).display()))?;
+        // The log goes with the mesh when the test returns an error: its end goes into it.
+        let child = started.with_context(|| {
+            let log = std::fs::read_to_string(self.log_path(node)).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            format!("{}:\n{tail}", self.log_path(node).display())
+        })?;
         self.agents[node - 1].child = Some(child);
         Ok(())
     }
@@ -176,6 +229,9 @@ impl Mesh {
     pub fn kill_agent(&mut self, node: usize) -> Result<()> {
         if let Some(child) = self.agents[node - 1].child.take() {
             child.kill()?;
+            if let Some(stop) = self.launch.stop {
+                stop(&self.agents[node - 1].agent.name);
+            }
         }
         Ok(())
     }

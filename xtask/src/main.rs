@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask <task>`. See the README for the two commands that matter.
 mod ebpf;
 mod fuzz;
+mod image;
 mod setup;
 mod test;
 
@@ -42,6 +43,15 @@ enum Task {
         /// One target (`yaml_config`, `api_request`, `dns_packet`, `hbone_connect`); all when left out.
         target: Option<String>,
     },
+    /// Build the container image (podman, from statically linked release binaries).
+    Image {
+        /// The image's name.
+        #[arg(long, default_value = "localhost/mesh-agent:dev")]
+        tag: String,
+        /// Also save it as an OCI archive here (for `kind load image-archive`).
+        #[arg(long)]
+        archive: Option<std::path::PathBuf>,
+    },
     /// Build and start the demo (`mesh-agent demo`).
     Demo {
         /// Passed to `mesh-agent demo` (e.g. --config my-app/ --nodes 3 --listen 127.0.0.1:8081).
@@ -70,6 +80,7 @@ fn run_task() -> Result<()> {
         Task::Test { args } => test::run(&args),
         Task::Bench { args } => test::bench(&args),
         Task::Demo { args } => test::demo(&args),
+        Task::Image { tag, archive } => image::run(&tag, archive),
         Task::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
     }
 }

@@ -33,6 +33,9 @@ const APT_PACKAGES: &[&str] = &[
     "gcc",            // cc for crates with C parts
     "containernetworking-plugins", // bridge + host-local: the CNI chain of the CNI test
     "prometheus",     // `mesh-agent demo --prometheus` and the test querying it
+    "podman",         // `cargo xtask image` and the test running the agent from its image
+    "runc",           // podman's runtime here: crun refuses this hybrid cgroup layout
+    "shellcheck",     // the kind end-to-end script is checked in the tests
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
