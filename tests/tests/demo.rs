@@ -462,25 +462,31 @@ spec:
   listeners: [{name: mesh, port: 15008, protocol: HBONE}]
 "#;
 
+/// A configuration directory: Bookinfo's files, the waypoint, and `extra` fixtures.
+fn bookinfo_with_waypoint(name: &str, extra: &[&str]) -> Result<ConfigDir> {
+    let dir = ConfigDir(
+        std::env::temp_dir().join(format!("mesh-test-demo-{name}-{}", std::process::id())),
+    );
+    std::fs::create_dir_all(&dir.0)?;
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/istio-bookinfo");
+    let bookinfo = [
+        "bookinfo.yaml",
+        "bookinfo-gateway.yaml",
+        "destination-rule-all.yaml",
+    ];
+    for file in bookinfo.iter().chain(extra) {
+        std::fs::copy(fixtures.join(file), dir.0.join(file))?;
+    }
+    std::fs::write(dir.0.join("waypoint.yaml"), WAYPOINT)?;
+    Ok(dir)
+}
+
 /// Bookinfo's "request routing" task as a user runs it: the unchanged Bookinfo files plus
 /// a waypoint and `virtual-service-reviews-jason-v2-v3.yaml`; the product page shows
 /// black stars (v2) to jason once logged in, red stars (v3) to everyone else.
 #[test]
 fn demo_with_a_waypoint_routes_bookinfo_reviews_by_user() -> Result<()> {
-    let dir = ConfigDir(
-        std::env::temp_dir().join(format!("mesh-test-demo-waypoint-{}", std::process::id())),
-    );
-    std::fs::create_dir_all(&dir.0)?;
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/istio-bookinfo");
-    for file in [
-        "bookinfo.yaml",
-        "bookinfo-gateway.yaml",
-        "destination-rule-all.yaml",
-        "virtual-service-reviews-jason-v2-v3.yaml",
-    ] {
-        std::fs::copy(fixtures.join(file), dir.0.join(file))?;
-    }
-    std::fs::write(dir.0.join("waypoint.yaml"), WAYPOINT)?;
+    let dir = bookinfo_with_waypoint("waypoint", &["virtual-service-reviews-jason-v2-v3.yaml"])?;
     let config = dir.0.to_string_lossy().into_owned();
     let mut demo = Demo::start(&["--config", &config])?;
     ensure!(
@@ -598,5 +604,92 @@ fn demo_with_prometheus_counts_what_the_client_did() -> Result<()> {
             "no bytes from productpage-v1 to {service}: {edges:?}"
         );
     }
+    Ok(())
+}
+
+/// The Grafana dashboards of `deploy/grafana/` against the demo's real Prometheus, with a
+/// waypoint so that L7 metrics exist between the services too: every panel's PromQL, its
+/// variables set to the dashboard's defaults (Bookinfo's product page), returns data
+/// while product pages are being fetched. (Grafana itself is not on these machines.)
+#[test]
+fn every_dashboard_query_returns_data_from_the_demo_prometheus() -> Result<()> {
+    let dir = bookinfo_with_waypoint("dashboards", &[])?;
+    let config = dir.0.to_string_lossy().into_owned();
+    let demo = Demo::start(&["--config", &config, "--prometheus", "127.0.0.1:0"])?;
+    let base = demo
+        .lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("prometheus"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(ToString::to_string)
+        .with_context(|| format!("no prometheus line: {:?}", demo.lines))?;
+    let waypoint_seen =
+        "sum(istio_requests_total{reporter=\"waypoint\",source_workload=~\"productpage-v1.*\"})";
+    mesh_tests::wait_for("prometheus to scrape the waypoint's requests", || {
+        for _ in 0..5 {
+            demo.curl("/productpage", &[])?;
+        }
+        Ok(prometheus_value(&base, waypoint_seen)? > 0.0)
+    })?;
+    // A rate needs two samples of a series: a few more scrapes (every 2 s) with traffic.
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        demo.curl("/productpage", &[])?;
+    }
+    let dashboards = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana");
+    let mut checked = 0;
+    for file in [
+        "mesh-dashboard.json",
+        "service-dashboard.json",
+        "workload-dashboard.json",
+    ] {
+        let dashboard: Value = serde_json::from_slice(&std::fs::read(dashboards.join(file))?)
+            .with_context(|| format!("{file} is not JSON"))?;
+        let variables: Vec<(String, String)> = dashboard["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| {
+                Some((
+                    v["name"].as_str()?.to_string(),
+                    v["current"]["value"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        for panel in dashboard["panels"].as_array().into_iter().flatten() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let mut expr = target["expr"]
+                    .as_str()
+                    .with_context(|| format!("{file}: a target without expr: {target}"))?
+                    .replace("$__rate_interval", "30s");
+                for (name, value) in &variables {
+                    expr = expr.replace(&format!("${name}"), value);
+                }
+                // Traffic right before each query: the rates look at the last 30 s.
+                demo.curl("/productpage", &[])?;
+                let result = prometheus_query(&base, &expr)?;
+                if result.is_empty() {
+                    // What there is instead, to see which label did not match.
+                    let metric = expr
+                        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .find(|w| w.starts_with("istio_"))
+                        .unwrap_or("istio_requests_total");
+                    let series = prometheus_query(
+                        &base,
+                        &format!(
+                            "count by (reporter, source_workload, destination_service, destination_workload) ({metric})"
+                        ),
+                    )?;
+                    let series: Vec<&Value> = series.iter().map(|s| &s["metric"]).collect();
+                    bail!(
+                        "{file}, panel {:?}: no data for {expr}; {metric} has {series:#?}",
+                        panel["title"]
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    ensure!(checked >= 20, "only {checked} queries in the dashboards");
     Ok(())
 }
