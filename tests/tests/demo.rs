@@ -604,6 +604,20 @@ fn demo_with_prometheus_counts_what_the_client_did() -> Result<()> {
             "no bytes from productpage-v1 to {service}: {edges:?}"
         );
     }
+    // ... and the workloads behind them: the endpoint the agent dialled is named.
+    let workloads = prometheus_query(
+        &base,
+        "sum by (destination_workload) (istio_tcp_sent_bytes_total{reporter=\"source\",\
+         source_workload=~\"productpage-v1-.*\"})",
+    )?;
+    for callee in ["details-v1-", "reviews-v"] {
+        ensure!(
+            workloads.iter().any(|e| e["metric"]["destination_workload"]
+                .as_str()
+                .is_some_and(|w| w.starts_with(callee))),
+            "no destination_workload {callee}* in {workloads:?}"
+        );
+    }
     Ok(())
 }
 

@@ -65,6 +65,11 @@ async fn handle_stream(
 ) {
     let node = &pod.node;
     let mut guard = node.stats.open(Direction::Inbound, pod.pod.clone(), peer);
+    // The tunnel comes from the client pod's own address (the source agent dials from
+    // inside it), so the configuration names the client workload.
+    if let Some(workload) = node.config.snapshot().workload_by_ip(peer.ip()) {
+        guard.set_peer_workload(workload.name.clone(), workload.namespace.clone());
+    }
     guard.set_source_principal(client.principal());
     guard.set_destination_principal(pod.identity.principal());
     guard.set_security(Security::MutualTls);

@@ -283,6 +283,9 @@ async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
             }
         };
         guard.set_upstream(plan.service.clone(), plan.dialled());
+        if let Some(workload) = snapshot.workload_by_ip(plan.target.ip()) {
+            guard.set_peer_workload(workload.name.clone(), workload.namespace.clone());
+        }
         let connected = match &plan.protocol {
             Protocol::Tcp => super::connect_in_pod(&pod, plan.target)
                 .await

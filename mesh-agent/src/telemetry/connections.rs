@@ -149,6 +149,7 @@ impl ConnectionStats {
                 ended_at_ms: 0,
             },
             established: None,
+            peer_workload: None,
         }
     }
 
@@ -176,6 +177,9 @@ pub struct ConnectionGuard {
     record: ConnectionRecord,
     /// Set once the upstream connection exists: the labels its metrics are counted under.
     established: Option<TcpLabels>,
+    /// The workload at the other end (`name`, `namespace`), when the configuration knows
+    /// the address: the endpoint dialled (outbound) or the client (inbound).
+    peer_workload: Option<(String, String)>,
 }
 
 impl ConnectionGuard {
@@ -198,6 +202,12 @@ impl ConnectionGuard {
 
     pub fn set_source_principal(&mut self, principal: String) {
         self.record.source_principal = Some(principal);
+    }
+
+    /// Names the workload at the other end in the metrics (Istio's `destination_workload`
+    /// when reporting as the source, `source_workload` as the destination).
+    pub fn set_peer_workload(&mut self, name: String, namespace: String) {
+        self.peer_workload = Some((name, namespace));
     }
 
     pub fn set_destination_principal(&mut self, principal: String) {
@@ -225,15 +235,15 @@ impl ConnectionGuard {
         let service = record.service.clone().unwrap_or_else(unknown);
         let source_principal = record.source_principal.clone().unwrap_or_else(unknown);
         let destination_principal = record.destination_principal.clone().unwrap_or_else(unknown);
+        let peer = self
+            .peer_workload
+            .clone()
+            .unwrap_or_else(|| (unknown(), unknown()));
         let (reporter, source, destination) = match record.direction {
-            Direction::Outbound => (
-                "source",
-                (name.to_string(), namespace.to_string()),
-                (unknown(), unknown()),
-            ),
+            Direction::Outbound => ("source", (name.to_string(), namespace.to_string()), peer),
             Direction::Inbound => (
                 "destination",
-                (unknown(), unknown()),
+                peer,
                 (name.to_string(), namespace.to_string()),
             ),
         };
