@@ -255,6 +255,10 @@ enum Command {
         /// any free port). The gateway and waypoints export their spans to it over OTLP.
         #[arg(long, default_value = "127.0.0.1:16686")]
         traces: SocketAddr,
+        /// Where the demo's console answers: the service graph, each workload's traffic and
+        /// configuration, the traces (host loopback; port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:20001")]
+        console: SocketAddr,
         /// Also run Debian's Prometheus server scraping every agent, the gateway and the
         /// waypoints, its UI and API on this host loopback address (default
         /// 127.0.0.1:9090; port 0: any free port).
@@ -690,6 +694,7 @@ async fn run(command: Command, started: std::time::Instant) -> Result<()> {
             nodes,
             listen,
             traces,
+            console,
             prometheus,
             duration,
         } => {
@@ -702,6 +707,10 @@ async fn run(command: Command, started: std::time::Instant) -> Result<()> {
                 "--traces must be a loopback address"
             );
             anyhow::ensure!(
+                console.ip().is_loopback(),
+                "--console must be a loopback address"
+            );
+            anyhow::ensure!(
                 prometheus.is_none_or(|p| p.ip().is_loopback()),
                 "--prometheus must be a loopback address"
             );
@@ -710,6 +719,7 @@ async fn run(command: Command, started: std::time::Instant) -> Result<()> {
                 nodes: usize::from(nodes),
                 listen,
                 traces,
+                console,
                 prometheus,
                 duration: duration.map(std::time::Duration::from_secs),
             };

@@ -36,6 +36,8 @@ const APT_PACKAGES: &[&str] = &[
     "podman",         // `cargo xtask image` and the test running the agent from its image
     "runc",           // podman's runtime here: crun refuses this hybrid cgroup layout
     "shellcheck",     // the kind end-to-end script is checked in the tests
+    "chromium",       // headless screenshots of the product page and the demo's console
+    "fonts-noto-color-emoji", // the console's padlocks in those screenshots
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

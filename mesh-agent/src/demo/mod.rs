@@ -29,6 +29,7 @@ use crate::{
 };
 
 pub mod config;
+pub mod console;
 pub mod ingress;
 pub mod plan;
 pub mod prometheus;
@@ -61,6 +62,8 @@ pub struct DemoOptions {
     pub listen: SocketAddr,
     /// Host loopback address of the trace store's query API.
     pub traces: SocketAddr,
+    /// Host loopback address of the console (graph, workloads, traces).
+    pub console: SocketAddr,
     /// Run Prometheus, reachable on this host loopback address.
     pub prometheus: Option<SocketAddr>,
     /// Stop after this long (None: until Ctrl-C or SIGTERM).
@@ -74,6 +77,7 @@ struct Running {
     ingress: Option<tokio::task::JoinHandle<()>>,
     traces: Option<traces::Traces>,
     prometheus: Option<prometheus::Prometheus>,
+    console: Option<console::Console>,
 }
 
 pub async fn run(options: DemoOptions, started: Instant) -> Result<()> {
@@ -106,6 +110,7 @@ pub async fn run(options: DemoOptions, started: Instant) -> Result<()> {
         if let Some(ingress) = running.ingress.take() {
             ingress.abort();
         }
+        running.console = None;
         running.traces = None;
         running.prometheus = None;
         for (agent, child) in &running.agents {
@@ -232,17 +237,48 @@ async fn demo(
         );
     }
 
+    let targets = prometheus::Targets {
+        agents: lab.nodes().iter().map(|n| n.addr()).collect(),
+        proxies: std::iter::once(("gateway", gateway_pod.ip()))
+            .chain(
+                plan.waypoints
+                    .iter()
+                    .map(|w| ("waypoint", lab.pod(w.node, w.slot).ip())),
+            )
+            .collect(),
+    };
+    let agent_targets = lab.nodes().iter().map(|n| console::scrape::Target {
+        addr: SocketAddr::from((n.addr(), prometheus::METRICS_PORT)),
+        proxy_pod: None,
+    });
+    let proxy_targets = std::iter::once(&plan.gateway)
+        .chain(&plan.waypoints)
+        .map(|p| console::scrape::Target {
+            addr: SocketAddr::from((lab.pod(p.node, p.slot).ip(), prometheus::METRICS_PORT)),
+            proxy_pod: Some(p.name.clone()),
+        });
+    let console_sources = console::Sources {
+        targets: agent_targets.chain(proxy_targets).collect(),
+        proxies: std::iter::once(&plan.gateway)
+            .chain(&plan.waypoints)
+            .map(|p| p.name.clone())
+            .collect(),
+        workloads: plan
+            .all_pods()
+            .map(|p| console::Workload {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                labels: p.labels.clone(),
+                service_account: p.service_account.clone(),
+            })
+            .collect(),
+        config_dir: config_dir.to_path_buf(),
+        traces: running.traces.as_ref().map_or(options.traces, |t| t.query),
+    };
+    let console = console::start(node1.netns_path(), options.console, console_sources).await?;
+    say!("  console        http://{}/", console.url);
+    running.console = Some(console);
     if let Some(listen) = options.prometheus {
-        let targets = prometheus::Targets {
-            agents: lab.nodes().iter().map(|n| n.addr()).collect(),
-            proxies: std::iter::once(("gateway", gateway_pod.ip()))
-                .chain(
-                    plan.waypoints
-                        .iter()
-                        .map(|w| ("waypoint", lab.pod(w.node, w.slot).ip())),
-                )
-                .collect(),
-        };
         let server = prometheus::start(lab, &targets, listen).await?;
         say!(
             "  prometheus     http://{}/   (scraping {} agent(s), the gateway, {} waypoint(s); log {})",
@@ -499,6 +535,12 @@ fn print_usage(
 ) {
     let url = format!("http://{}", options.listen);
     say!();
+    if let Some(console) = &running.console {
+        say!(
+            "  console        http://{}/   (service graph, workloads, traces)",
+            console.url
+        );
+    }
     if let Some(traces) = &running.traces {
         say!(
             "  traces         http://{}/api/traces   (the last spans of the gateway and waypoints)",
