@@ -19,6 +19,7 @@ use mesh_agent::{
 use mesh_testbed::lab::{Lab, LabChild, LabSpec, Pod};
 use serde_json::Value;
 
+pub mod browser;
 pub mod cni;
 pub mod image;
 

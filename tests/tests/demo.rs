@@ -29,7 +29,7 @@ impl Demo {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let mut child = Command::new(agent_bin())
             .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--traces", "127.0.0.1:0"])
+            .args(["--traces", "127.0.0.1:0", "--console", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -705,5 +705,216 @@ fn every_dashboard_query_returns_data_from_the_demo_prometheus() -> Result<()> {
         }
     }
     ensure!(checked >= 20, "only {checked} queries in the dashboards");
+    Ok(())
+}
+
+/// `GET url` with curl, as JSON.
+fn curl_json(url: &str) -> Result<Value> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", url])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Whether the graph has an edge whose ends' ids start with `from` and `to`.
+fn has_edge(graph: &Value, from: &str, to: &str) -> bool {
+    graph["edges"].as_array().is_some_and(|edges| {
+        edges.iter().any(|e| {
+            e["from"].as_str().is_some_and(|f| f.starts_with(from))
+                && e["to"].as_str().is_some_and(|t| t.starts_with(to))
+        })
+    })
+}
+
+const PRODUCTPAGE_NODE: &str = "workload:default/productpage-v1-";
+const REVIEWS_SERVICE: &str = "service:reviews.default.svc.cluster.local";
+const RATINGS_SERVICE: &str = "service:ratings.default.svc.cluster.local";
+
+/// Issue 13's service graph and trace view, and issue 11's product page, in a real
+/// browser: the demo runs Bookinfo with a waypoint (so requests between the services are
+/// seen at L7), the test drives product pages until reviews v1, v2 and v3 have all
+/// answered, then headless Chromium loads the console's graph, a workload's page, the
+/// trace list and one trace, and the product page itself. The rendered DOM must hold the
+/// nodes and edges productpage → reviews → reviews v1/v2/v3 → ratings → ratings v1, with
+/// the padlock on the mutual TLS hops; the screenshots are kept in
+/// `target/test-artifacts/` (the README shows copies).
+#[test]
+fn the_console_draws_bookinfo_in_chromium_and_the_product_page_renders() -> Result<()> {
+    let dir = bookinfo_with_waypoint("console", &[])?;
+    let config = dir.0.to_string_lossy().into_owned();
+    let demo = Demo::start(&["--config", &config])?;
+    let console = demo
+        .lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("console"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|url| url.trim_end_matches('/').to_string())
+        .with_context(|| format!("no console line: {:?}", demo.lines))?;
+
+    let mut versions = std::collections::BTreeSet::new();
+    for i in 0..90 {
+        let (status, body) = demo.curl("/productpage", &[])?;
+        ensure!(status == 200, "status {status}: {body}");
+        versions.insert(reviews_version(&body)?);
+        if versions.len() == 3 && i >= 20 {
+            break;
+        }
+    }
+    ensure!(versions.len() == 3, "reviews versions seen: {versions:?}");
+
+    let reviews_workload = |v: &str| format!("workload:default/reviews-{v}-");
+    let mut graph = Value::Null;
+    mesh_tests::wait_for("the console's graph to show Bookinfo's calls", || {
+        graph = curl_json(&format!("{console}/api/graph"))?;
+        Ok(has_edge(&graph, PRODUCTPAGE_NODE, REVIEWS_SERVICE)
+            && ["v1", "v2", "v3"]
+                .iter()
+                .all(|v| has_edge(&graph, REVIEWS_SERVICE, &reviews_workload(v)))
+            && has_edge(&graph, &reviews_workload("v2"), RATINGS_SERVICE)
+            && has_edge(&graph, RATINGS_SERVICE, "workload:default/ratings-v1-"))
+    })
+    .with_context(|| format!("graph: {graph:#}"))?;
+    let mutual_tls = graph["edges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| {
+            e["from"]
+                .as_str()
+                .is_some_and(|f| f.starts_with(PRODUCTPAGE_NODE))
+                && e["to"] == REVIEWS_SERVICE
+        })
+        .is_some_and(|e| e["mutual_tls"] == true);
+    ensure!(
+        mutual_tls,
+        "productpage → reviews is not mutual TLS: {graph:#}"
+    );
+
+    let browser = mesh_tests::browser::Browser::new()?;
+    let artifacts = mesh_tests::browser::artifact_dir();
+    let dom = browser.dom(&format!("{console}/"))?;
+    let drawn_node = |id: &str| dom.contains(&format!("class=\"node\" data-node=\"{id}"));
+    let drawn_edge = |from: &str, to: &str| {
+        dom.match_indices("class=\"edge\" data-from=\"")
+            .any(|(at, _)| {
+                let rest = &dom[at + "class=\"edge\" data-from=\"".len()..];
+                let Some((edge_from, rest)) = rest.split_once("\" data-to=\"") else {
+                    return false;
+                };
+                let edge_to = rest.split('"').next().unwrap_or("");
+                edge_from.starts_with(from) && edge_to.starts_with(to)
+            })
+    };
+    for node in [PRODUCTPAGE_NODE, REVIEWS_SERVICE, RATINGS_SERVICE] {
+        ensure!(drawn_node(node), "node {node} not drawn: {dom}");
+    }
+    for v in ["v1", "v2", "v3"] {
+        ensure!(
+            drawn_node(&reviews_workload(v)),
+            "reviews {v} not drawn: {dom}"
+        );
+        ensure!(
+            drawn_edge(REVIEWS_SERVICE, &reviews_workload(v)),
+            "no edge reviews → {v}: {dom}"
+        );
+    }
+    ensure!(
+        drawn_edge(PRODUCTPAGE_NODE, REVIEWS_SERVICE),
+        "no edge productpage → reviews: {dom}"
+    );
+    ensure!(
+        drawn_edge(&reviews_workload("v3"), RATINGS_SERVICE),
+        "no edge reviews v3 → ratings: {dom}"
+    );
+    ensure!(dom.contains("\u{1F512} mutual TLS"), "no padlock: {dom}");
+    browser.screenshot(
+        &format!("{console}/"),
+        &artifacts.join("console-graph.png"),
+        1600,
+        1100,
+    )?;
+
+    // A workload's page: its traffic and what configuration applies to it.
+    let reviews_pod = dom
+        .split("/workloads/default/")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .find(|name| name.starts_with("reviews-v2-"))
+        .context("no link to the reviews-v2 workload")?
+        .to_string();
+    let workload_url = format!("{console}/workloads/default/{reviews_pod}");
+    let workload = browser.dom(&workload_url)?;
+    ensure!(
+        workload.contains("DestinationRule default/reviews")
+            && workload.contains("reviews.default.svc.cluster.local"),
+        "reviews-v2's page lacks its DestinationRule or Service: {workload}"
+    );
+    ensure!(
+        workload.contains(&format!("data-to=\"{RATINGS_SERVICE}\"")),
+        "reviews-v2's page lacks its calls to ratings: {workload}"
+    );
+    browser.screenshot(
+        &workload_url,
+        &artifacts.join("console-workload.png"),
+        1400,
+        1000,
+    )?;
+
+    // The traces: one product page request is one trace across the services.
+    let traces = browser.dom(&format!("{console}/traces"))?;
+    let trace_ids: Vec<&str> = traces
+        .split("class=\"trace\" data-trace=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    ensure!(!trace_ids.is_empty(), "no trace listed: {traces}");
+    browser.screenshot(
+        &format!("{console}/traces"),
+        &artifacts.join("console-traces.png"),
+        1400,
+        900,
+    )?;
+    let mut widest = (0, String::new());
+    for id in trace_ids.iter().take(20) {
+        let page = browser.dom(&format!("{console}/traces/{id}"))?;
+        let spans = page.matches("class=\"span\"").count();
+        if spans > widest.0 {
+            widest = (spans, id.to_string());
+        }
+    }
+    ensure!(
+        widest.0 >= 6,
+        "no trace has the gateway's, productpage's, reviews' and ratings' spans (most: {})",
+        widest.0
+    );
+    let trace_url = format!("{console}/traces/{}", widest.1);
+    let trace = browser.dom(&trace_url)?;
+    for service in ["istio-ingressgateway", "waypoint"] {
+        ensure!(
+            trace.contains(service),
+            "trace lacks {service}'s spans: {trace}"
+        );
+    }
+    browser.screenshot(&trace_url, &artifacts.join("console-trace.png"), 1400, 900)?;
+
+    // Issue 11: the product page in the browser, through the gateway.
+    let product = browser.dom(&demo.url("/productpage"))?;
+    ensure!(
+        product.contains("The Comedy of Errors")
+            && product.contains("Book Reviews")
+            && product.contains("Reviews served by"),
+        "the product page lacks its title or reviews: {product}"
+    );
+    browser.screenshot(
+        &demo.url("/productpage"),
+        &artifacts.join("productpage.png"),
+        1200,
+        1000,
+    )?;
     Ok(())
 }
