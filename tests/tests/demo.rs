@@ -618,6 +618,93 @@ fn demo_with_prometheus_counts_what_the_client_did() -> Result<()> {
             "no destination_workload {callee}* in {workloads:?}"
         );
     }
+    exact_bytes_from_productpage_to_reviews(&demo, &base)
+}
+
+/// The L4 counters count exactly what crossed: curl run inside productpage's pod (its
+/// cgroup and namespace, so captured as the app's own connections are) calls reviews by
+/// name, one connection per request, and says how many bytes it sent and received; the
+/// agent's `istio_tcp_*` for productpage → reviews grow by exactly that.
+fn exact_bytes_from_productpage_to_reviews(demo: &Demo, base: &str) -> Result<()> {
+    let pod = demo
+        .lines
+        .iter()
+        .find(|l| l.contains("pod default/productpage-v1-"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .with_context(|| format!("no productpage pod line: {:?}", demo.lines))?
+        .to_string();
+    let (node, slot) = pod
+        .trim_start_matches('n')
+        .split_once('p')
+        .with_context(|| format!("lab pod name {pod}"))?;
+    let cgroup = mesh_testbed::cgroup::cgroup2_mount()?
+        .join(format!("mesh-{}", demo.lab_id))
+        .join(format!("n{node}"))
+        .join(format!("p{slot}"));
+    let netns = format!("mt{}-{pod}", demo.lab_id);
+    let selector = "reporter=\"source\",source_workload=~\"productpage-v1-.*\",\
+                    destination_service=\"reviews.default.svc.cluster.local\",\
+                    destination_workload=~\"reviews-v.*\"";
+    let metric = |name: &str| format!("sum({name}{{{selector}}})");
+    let read_all = || -> Result<[f64; 3]> {
+        Ok([
+            prometheus_value(base, &metric("istio_tcp_connections_opened_total"))?,
+            prometheus_value(base, &metric("istio_tcp_sent_bytes_total"))?,
+            prometheus_value(base, &metric("istio_tcp_received_bytes_total"))?,
+        ])
+    };
+    // Idle counters: the same value over two scrapes.
+    let mut before = read_all()?;
+    loop {
+        std::thread::sleep(Duration::from_secs(3));
+        let again = read_all()?;
+        if again == before {
+            break;
+        }
+        before = again;
+    }
+    const CALLS: usize = 5;
+    let (mut sent, mut received) = (0.0, 0.0);
+    for _ in 0..CALLS {
+        let script = format!(
+            "echo $$ > {}/cgroup.procs && exec ip netns exec {netns} curl -sS -o /dev/null \
+             --max-time 10 -H 'Connection: close' \
+             -w '%{{size_request}} %{{size_header}} %{{size_download}}' \
+             http://reviews:9080/reviews/0",
+            cgroup.display()
+        );
+        let out = Command::new("sh").args(["-c", &script]).output()?;
+        ensure!(
+            out.status.success(),
+            "curl in productpage's pod: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sizes: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        ensure!(sizes.len() == 3, "curl -w: {sizes:?}");
+        sent += sizes[0];
+        received += sizes[1] + sizes[2];
+    }
+    let expected = [
+        before[0] + CALLS as f64,
+        before[1] + sent,
+        before[2] + received,
+    ];
+    let mut after = before;
+    mesh_tests::wait_for("prometheus to see the test's calls to reviews", || {
+        after = read_all()?;
+        Ok(after[0] >= expected[0] && after[2] >= expected[2])
+    })
+    .with_context(|| format!("before {before:?}, after {after:?}, expected {expected:?}"))?;
+    std::thread::sleep(Duration::from_secs(3));
+    let after = read_all()?;
+    ensure!(
+        after == expected,
+        "[opened, sent, received] for productpage -> reviews: before {before:?}, after \
+         {after:?}, curl made {CALLS} connections sending {sent} and receiving {received} bytes"
+    );
     Ok(())
 }
 
