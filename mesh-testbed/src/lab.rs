@@ -58,6 +58,9 @@ use crate::{cgroup, process};
 
 mod cleanup;
 mod plan;
+mod sweep;
+
+pub use sweep::{SweptLab, sweep_dead_labs};
 #[cfg(test)]
 mod tests;
 
@@ -417,6 +420,15 @@ fn reserve_run_id(mount: &Path) -> Result<(Arc<LabInner>, PathBuf), LabError> {
         match cgroup::create(&root) {
             Ok(()) => {
                 let inner = LabInner::register(id);
+                // So that a run killed before its teardown is swept by a later one.
+                if let Err(source) = sweep::record_owner(&inner.id) {
+                    let _ = cgroup::remove(&root);
+                    return Err(LabError::Io {
+                        run_id: inner.id.clone(),
+                        step: "owner record",
+                        source,
+                    });
+                }
                 if let Err(source) = inner.record_cgroup_root(root.clone()) {
                     let _ = cgroup::remove(&root);
                     return Err(LabError::Io {

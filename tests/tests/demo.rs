@@ -1005,3 +1005,37 @@ fn the_console_draws_bookinfo_in_chromium_and_the_product_page_renders() -> Resu
     )?;
     Ok(())
 }
+
+/// A demo killed with SIGKILL runs no cleanup: its agents, gateway, namespaces, cgroups,
+/// pins and files stay. The next demo sweeps them before it starts (the lab's owner
+/// record names a process that is gone), and says so.
+#[test]
+fn a_demo_killed_with_sigkill_is_swept_by_the_next_one() -> Result<()> {
+    let mut killed = Demo::start(&["--nodes", "2"])?;
+    let (lab_id, pid) = (killed.lab_id.clone(), killed.child.id());
+    killed.child.kill()?;
+    killed.child.wait()?;
+    let left = leftovers(&lab_id, pid, 2)?;
+    ensure!(
+        left.iter().any(|l| l.starts_with("namespace"))
+            && left.iter().any(|l| l.starts_with("process")),
+        "a SIGKILLed demo should leave its namespaces and agents: {left:#?}"
+    );
+    let mut next = Demo::start(&["--nodes", "2"])?;
+    ensure!(
+        next.lines
+            .iter()
+            .any(|l| l.starts_with(&format!("removed lab {lab_id} "))),
+        "the next demo did not say it swept lab {lab_id}: {:#?}",
+        next.lines
+    );
+    let left = leftovers(&lab_id, pid, 2)?;
+    ensure!(left.is_empty(), "left after the sweep: {left:#?}");
+    let (status, _) = next.curl("/productpage", &[])?;
+    ensure!(status == 200, "the next demo serves: {status}");
+    let (next_lab, next_pid) = (next.lab_id.clone(), next.child.id());
+    ensure!(next.terminate()?.success());
+    let left = leftovers(&next_lab, next_pid, 2)?;
+    ensure!(left.is_empty(), "left behind after SIGTERM: {left:#?}");
+    Ok(())
+}

@@ -87,6 +87,7 @@ pub async fn run(options: DemoOptions, started: Instant) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let config_dir = std::env::temp_dir().join(format!("mesh-demo-{}", std::process::id()));
+    sweep_killed_demos();
     let outcome = async {
         let objects = config::prepare(&config_dir, &options.configs)?;
         let plan = plan::plan(&objects, options.nodes, &mut fastrand::Rng::new());
@@ -126,6 +127,40 @@ pub async fn run(options: DemoOptions, started: Instant) -> Result<()> {
     .await;
     let _ = std::fs::remove_dir_all(&config_dir);
     outcome
+}
+
+/// Removes what demos (and test runs) killed before their cleanup left: the testbed
+/// sweeps their labs (processes, namespaces, cgroups), this the demo's own files named
+/// after the lab or the dead process.
+fn sweep_killed_demos() {
+    for lab in mesh_testbed::lab::sweep_dead_labs() {
+        let agent_prefix = format!("demo-{}-", lab.id);
+        let tmp = std::env::temp_dir();
+        let mut paths = vec![
+            tmp.join(format!("mesh-demo-{}", lab.owner_pid)),
+            tmp.join(format!("mesh-ca-{}", lab.id)),
+            tmp.join(format!("mesh-demo-prometheus-{}", lab.id)),
+        ];
+        for dir in [Path::new(BPFFS_ROOT), tmp.as_path()] {
+            let named_after_lab = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&agent_prefix))
+                .map(|e| e.path());
+            paths.extend(named_after_lab);
+        }
+        for path in paths.iter().filter(|p| p.exists()) {
+            if let Err(e) = std::fs::remove_dir_all(path) {
+                eprintln!("removing {}: {e}", path.display());
+            }
+        }
+        say!(
+            "removed lab {} left by a run that was killed (pid {})",
+            lab.id,
+            lab.owner_pid
+        );
+    }
 }
 
 /// Ctrl-C or SIGTERM.

@@ -154,6 +154,7 @@ impl LabInner {
         {
             warn("removing cgroup", &e);
         }
+        super::sweep::forget_owner(&self.id);
     }
 }
 
