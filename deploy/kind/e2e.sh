@@ -54,6 +54,8 @@ cp "$WORK/ca-cert.pem" "$WORK/cert-chain.pem"
 
 step "install"
 kubectl apply -f "$ROOT/deploy/mesh.yaml"
+# The Istio kinds' CRDs come first in mesh.yaml; Bookinfo's DestinationRules need them served.
+kubectl wait --for=condition=Established --timeout=60s crd -l app.kubernetes.io/part-of=mesh
 kubectl -n "$MESH_NS" create secret generic cacerts \
   --from-file="$WORK/ca-cert.pem" --from-file="$WORK/ca-key.pem" \
   --from-file="$WORK/root-cert.pem" --from-file="$WORK/cert-chain.pem"

@@ -318,7 +318,8 @@ enum DumpFormat {
 enum ManifestCommand {
     /// Print every object an install needs as YAML (`deploy/mesh.yaml` is the default).
     Generate {
-        /// Change a value: namespace, image, imagePullPolicy, captureCgroup, caSecret,
+        /// Change a value: crds (true/false: the Istio kinds' CustomResourceDefinitions),
+        /// namespace, image, imagePullPolicy, captureCgroup, caSecret,
         /// resources.requests.cpu, resources.requests.memory, resources.limits.memory.
         #[arg(long = "set")]
         set: Vec<String>,

@@ -3,8 +3,11 @@
 //! output with the defaults; a test keeps the two in sync). Values are changed with
 //! `--set key=value`, as with `istioctl manifest generate`.
 //!
-//! Objects: the Namespace, the agent's ServiceAccount, a ClusterRole limited to what the
-//! agent's Kubernetes source watches (read-only) and its binding, and the DaemonSet.
+//! Objects: the CustomResourceDefinitions of the Istio kinds the agent reads (first, so one
+//! `kubectl apply` can be followed by Istio objects; `--set crds=false` leaves them out where
+//! Istio's own are installed; see `crds.rs`), the Namespace, the agent's ServiceAccount, a
+//! ClusterRole limited to what the agent's Kubernetes source watches (read-only) and its
+//! binding, and the DaemonSet.
 //!
 //! The DaemonSet's agent runs in the node's network namespace (`hostNetwork`) and
 //! `privileged`, as istio-cni's node agent does. The capabilities alone would be `BPF` and
@@ -21,6 +24,8 @@
 //! container running `mesh-agent cni install` (see `cni/install.rs`). The mesh CA comes
 //! from the Secret `caSecret` (Istio's `cacerts` layout), mounted read-only: create it
 //! before installing (the agent cannot generate one there).
+pub mod crds;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
@@ -47,6 +52,10 @@ pub enum ManifestError {
     NotKeyValue(String),
     #[error("--set {key}: unknown key (known: {known})")]
     UnknownKey { key: String, known: &'static str },
+    #[error("--set {key}={value}: expected true or false")]
+    NotBool { key: String, value: String },
+    #[error("the CustomResourceDefinition of {kind}: {message}")]
+    Schema { kind: &'static str, message: String },
     #[error("rendering {kind}: {message}")]
     Render { kind: &'static str, message: String },
 }
@@ -54,6 +63,8 @@ pub enum ManifestError {
 /// What `--set` can change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Values {
+    /// Render the Istio kinds' CustomResourceDefinitions.
+    pub crds: bool,
     pub namespace: String,
     pub image: String,
     pub image_pull_policy: String,
@@ -66,12 +77,13 @@ pub struct Values {
     pub memory_limit: String,
 }
 
-const KNOWN_KEYS: &str = "namespace, image, imagePullPolicy, captureCgroup, caSecret, \
+const KNOWN_KEYS: &str = "crds, namespace, image, imagePullPolicy, captureCgroup, caSecret, \
                           resources.requests.cpu, resources.requests.memory, resources.limits.memory";
 
 impl Default for Values {
     fn default() -> Self {
         Values {
+            crds: true,
             namespace: "mesh-system".into(),
             image: "localhost/mesh-agent:dev".into(),
             image_pull_policy: "IfNotPresent".into(),
@@ -90,6 +102,19 @@ impl Values {
         let (key, value) = assignment
             .split_once('=')
             .ok_or_else(|| ManifestError::NotKeyValue(assignment.to_string()))?;
+        if key.trim() == "crds" {
+            self.crds = match value.trim() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(ManifestError::NotBool {
+                        key: key.trim().to_string(),
+                        value: value.to_string(),
+                    });
+                }
+            };
+            return Ok(());
+        }
         let value = value.to_string();
         let slot = match key.trim() {
             "namespace" => &mut self.namespace,
@@ -162,13 +187,23 @@ pub fn objects(values: &Values) -> Result<Vec<Value>, ManifestError> {
             ..Default::default()
         }]),
     };
-    Ok(vec![
+    let mut out = Vec::new();
+    if values.crds {
+        for crd in crds::definitions()? {
+            out.push(render(
+                "CustomResourceDefinition",
+                serde_json::to_value(crd),
+            )?);
+        }
+    }
+    out.extend([
         render("Namespace", serde_json::to_value(namespace))?,
         render("ServiceAccount", serde_json::to_value(service_account))?,
         render("ClusterRole", serde_json::to_value(role))?,
         render("ClusterRoleBinding", serde_json::to_value(binding))?,
         render("DaemonSet", serde_json::to_value(daemon_set(values)))?,
-    ])
+    ]);
+    Ok(out)
 }
 
 /// Read-only access to what the configuration source watches (`mesh-config`'s
@@ -201,6 +236,7 @@ fn reader_rules() -> Vec<PolicyRule> {
                 "destinationrules",
                 "gateways",
                 "serviceentries",
+                "workloadentries",
                 "sidecars",
             ],
         ),

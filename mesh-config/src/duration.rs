@@ -2,9 +2,11 @@
 //! `s` suffix (`"7s"`, `"0.5s"`), and the Go-style units Istio's validation also accepts
 //! (`"100ms"`, `"1m"`, `"1h30m"`, `"250us"`).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A duration written as Istio writes it; serializes back to `"<seconds>s"`.
@@ -87,6 +89,30 @@ impl<'de> Deserialize<'de> for IstioDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         IstioDuration::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What [`IstioDuration::parse`] accepts, as a regular expression (RE2 and ECMA 262 alike, so
+/// the API server and the tests' validator read it the same): one or more number-unit pairs,
+/// blanks around. Only the 10^12 s ceiling is left to the parser.
+pub const DURATION_PATTERN: &str = r"^\s*(([0-9]+\.?[0-9]*|\.[0-9]+)(h|ms|m|s|us|µs|ns))+\s*$";
+
+/// A string (the derive would see a struct around a `Duration`): the schema has to describe
+/// what the custom `Deserialize` reads, or a CRD built from it would refuse `"5s"`.
+impl JsonSchema for IstioDuration {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "IstioDuration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+        })
     }
 }
 

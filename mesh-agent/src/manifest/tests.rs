@@ -1,4 +1,14 @@
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
 use super::*;
+
+/// The first object of `kind`.
+fn find<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
 
 /// `deploy/mesh.yaml` is what the command renders with the defaults.
 #[test]
@@ -24,8 +34,11 @@ fn every_document_parses_back_as_its_typed_object() {
         .iter()
         .map(|o| o["kind"].as_str().unwrap_or(""))
         .collect();
+    // The CRDs first: a single `kubectl apply` creates them before anything could use them.
+    let crds = crds::KINDS.len();
+    assert_eq!(kinds[..crds], ["CustomResourceDefinition"; 7]);
     assert_eq!(
-        kinds,
+        kinds[crds..],
         [
             "Namespace",
             "ServiceAccount",
@@ -34,11 +47,14 @@ fn every_document_parses_back_as_its_typed_object() {
             "DaemonSet"
         ]
     );
-    round_trip::<Namespace>(&objects[0]);
-    round_trip::<ServiceAccount>(&objects[1]);
-    round_trip::<ClusterRole>(&objects[2]);
-    round_trip::<ClusterRoleBinding>(&objects[3]);
-    round_trip::<DaemonSet>(&objects[4]);
+    for crd in &objects[..crds] {
+        round_trip::<CustomResourceDefinition>(crd);
+    }
+    round_trip::<Namespace>(&objects[crds]);
+    round_trip::<ServiceAccount>(&objects[crds + 1]);
+    round_trip::<ClusterRole>(&objects[crds + 2]);
+    round_trip::<ClusterRoleBinding>(&objects[crds + 3]);
+    round_trip::<DaemonSet>(&objects[crds + 4]);
     // And the YAML text reads back to the same documents.
     let text = generate(&Values::default()).unwrap();
     let docs: Vec<Value> = text
@@ -54,7 +70,8 @@ fn set_changes_values_and_refuses_unknown_keys() {
     let mut values = Values::default();
     values.set("image=registry.example/mesh:1").unwrap();
     values.set("captureCgroup=/sys/fs/cgroup/kubepods").unwrap();
-    let ds = &objects(&values).unwrap()[4];
+    let rendered = objects(&values).unwrap();
+    let ds = find(&rendered, "DaemonSet");
     let container = &ds["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], "registry.example/mesh:1");
     let args = container["args"].to_string();
@@ -62,6 +79,21 @@ fn set_changes_values_and_refuses_unknown_keys() {
         args.contains("\"--capture-cgroup\",\"/sys/fs/cgroup/kubepods\""),
         "{args}"
     );
+    values.set("crds=false").unwrap();
+    let without = objects(&values).unwrap();
+    assert!(
+        without
+            .iter()
+            .all(|o| o["kind"] != "CustomResourceDefinition"),
+        "crds=false still renders CRDs"
+    );
+    assert_eq!(without.len(), rendered.len() - crds::KINDS.len());
+    values.set("crds=true").unwrap();
+    assert_eq!(objects(&values).unwrap().len(), rendered.len());
+    assert!(matches!(
+        values.set("crds=maybe"),
+        Err(ManifestError::NotBool { .. })
+    ));
     assert!(matches!(
         values.set("nope"),
         Err(ManifestError::NotKeyValue(_))
@@ -70,4 +102,23 @@ fn set_changes_values_and_refuses_unknown_keys() {
         values.set("colour=blue"),
         Err(ManifestError::UnknownKey { .. })
     ));
+}
+
+/// The agent may read every kind it is given a CRD for.
+#[test]
+fn the_cluster_role_reads_every_kind_with_a_crd() {
+    let rules = reader_rules();
+    for kind in crds::KINDS {
+        let readable = rules.iter().any(|rule| {
+            rule.api_groups.as_deref() == Some(&[kind.group.to_string()][..])
+                && rule
+                    .resources
+                    .as_ref()
+                    .is_some_and(|r| r.iter().any(|r| r == kind.plural))
+                && ["get", "list", "watch"]
+                    .iter()
+                    .all(|verb| rule.verbs.iter().any(|v| v == verb))
+        });
+        assert!(readable, "the ClusterRole cannot watch {}", kind.crd_name());
+    }
 }

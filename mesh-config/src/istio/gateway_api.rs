@@ -1,6 +1,11 @@
 //! `gateway.networking.k8s.io` Gateway (v1, v1beta1). The mesh reads it to learn which
 //! waypoints exist: a Gateway of class `istio-waypoint` is a waypoint for its namespace (or for
 //! what binds to it with `istio.io/use-waypoint`).
+//!
+//! These types derive no JSON Schema and `mesh-agent manifest generate` renders no
+//! CustomResourceDefinition for this kind: the Gateway API's CRDs belong to its upstream
+//! project (installed from its release, as Istio asks too), and a partial one of ours would
+//! replace theirs and prune every field the mesh does not read.
 
 use std::collections::BTreeMap;
 
