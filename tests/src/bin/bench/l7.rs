@@ -10,6 +10,8 @@
 //!   n1p4.
 //!
 //! All on node 1, as the same-node DIRECT pair is, so the columns differ only by the mesh.
+//! A second gateway in n1p7, with tracing on (Istio's mesh config naming an OpenTelemetry
+//! collector in n2p7), serves the span export rows (`spans.rs`).
 //! Percentiles come from h2load's per-request log (`--log-file`). A WAYPOINT or GATEWAY
 //! run whose proxy did not count the requests (`istio_requests_total` from its own
 //! `/metrics`) did not measure the mesh: the bench says so and fails.
@@ -27,6 +29,11 @@ use crate::{
 
 pub const WAYPOINT_POD: PodId = (1, 5);
 pub const GATEWAY_POD: PodId = (1, 6);
+/// The same gateway with tracing on, and its collector (not enrolled: outside the mesh).
+pub const TRACED_GATEWAY_POD: PodId = (1, 7);
+pub const COLLECTOR_POD: PodId = (2, 7);
+const COLLECTOR_OTLP_PORT: u16 = 4317;
+const COLLECTOR_HTTP_PORT: u16 = 16686;
 const VIP: &str = "198.19.90.10";
 const SERVICE_PORT: u16 = 9080;
 const GATEWAY_PORT: u16 = 8081;
@@ -82,49 +89,70 @@ spec:
     )
 }
 
+/// Istio's mesh config turning tracing on, as `meshConfig` in an IstioOperator renders it.
+fn mesh_config(collector: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: istio, namespace: istio-system}}
+data:
+  mesh: |
+    extensionProviders:
+    - name: otel-tracing
+      opentelemetry: {{service: {collector}, port: {COLLECTOR_OTLP_PORT}}}
+    defaultProviders:
+      tracing: [otel-tracing]
+"#
+    )
+}
+
 /// Which way a request goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Path {
+pub enum Path {
     Direct,
     Waypoint,
     Gateway,
+    /// The gateway with tracing on (not a column of the L7 table: see `spans.rs`).
+    TracedGateway,
 }
 
 const PATHS: [Path; 3] = [Path::Direct, Path::Waypoint, Path::Gateway];
 
 impl Path {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Path::Direct => "direct",
             Path::Waypoint => "waypoint",
             Path::Gateway => "gateway",
+            Path::TracedGateway => "traced gateway",
         }
     }
 
     /// The proxy whose counters must show the run, if any.
-    fn proxy(self) -> Option<PodId> {
+    pub fn proxy(self) -> Option<PodId> {
         match self {
             Path::Direct => None,
             Path::Waypoint => Some(WAYPOINT_POD),
             Path::Gateway => Some(GATEWAY_POD),
+            Path::TracedGateway => Some(TRACED_GATEWAY_POD),
         }
     }
 }
 
 #[derive(Clone, Copy)]
-enum Load {
+pub enum Load {
     Fixed,
     Saturation,
 }
 
 #[derive(Clone, Copy)]
-enum Proto {
+pub enum Proto {
     H1,
     H2,
 }
 
 impl Proto {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Proto::H1 => "HTTP/1.1",
             Proto::H2 => "h2c",
@@ -134,24 +162,28 @@ impl Proto {
 
 /// One h2load run: requests/s and latency percentiles (µs).
 #[derive(Clone, Copy)]
-struct Run {
-    rps: f64,
-    p50: f64,
-    p90: f64,
-    p99: f64,
+pub struct Run {
+    pub rps: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
 }
 
-/// The waypoint and the gateway running in their pods, their config directory removed
+/// The waypoint and the gateways running in their pods, their config directories removed
 /// on drop.
 pub struct L7 {
     config_dir: PathBuf,
+    traced_config_dir: PathBuf,
     logs: Vec<PathBuf>,
+    /// The traced gateway's OTLP collector (the span rows stop and resume it).
+    pub collector: Option<LabChild>,
     _children: Vec<LabChild>,
 }
 
 impl Drop for L7 {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.config_dir);
+        let _ = std::fs::remove_dir_all(&self.traced_config_dir);
         for log in &self.logs {
             let _ = std::fs::remove_file(log);
         }
@@ -159,7 +191,7 @@ impl Drop for L7 {
 }
 
 /// The workloads the L7 rows add to the bench's own (which they need to know of).
-pub fn workloads() -> [Workload<'static>; 2] {
+pub fn workloads() -> [Workload<'static>; 3] {
     [
         Workload {
             node: WAYPOINT_POD.0,
@@ -173,6 +205,12 @@ pub fn workloads() -> [Workload<'static>; 2] {
             service_account: "istio-ingressgateway",
             labels: &[("istio", "ingressgateway")],
         },
+        Workload {
+            node: TRACED_GATEWAY_POD.0,
+            pod: TRACED_GATEWAY_POD.1,
+            service_account: "istio-ingressgateway",
+            labels: &[("istio", "ingressgateway")],
+        },
     ]
 }
 
@@ -181,10 +219,14 @@ pub fn workloads() -> [Workload<'static>; 2] {
 pub fn start(mesh: &Mesh, all: &[Workload]) -> Result<L7> {
     let id = mesh.lab.id().to_string();
     let config_dir = std::env::temp_dir().join(format!("mesh-bench-{id}-l7-config"));
+    let traced_config_dir = std::env::temp_dir().join(format!("mesh-bench-{id}-l7-traced-config"));
     std::fs::create_dir_all(&config_dir)?;
+    std::fs::create_dir_all(&traced_config_dir)?;
     let mut l7 = L7 {
         logs: Vec::new(),
         config_dir,
+        traced_config_dir,
+        collector: None,
         _children: Vec::new(),
     };
     for w in workloads() {
@@ -197,40 +239,69 @@ pub fn start(mesh: &Mesh, all: &[Workload]) -> Result<L7> {
     for (name, yaml) in &files {
         mesh.apply_all(name, yaml)?;
         std::fs::write(l7.config_dir.join(name), yaml)?;
+        std::fs::write(l7.traced_config_dir.join(name), yaml)?;
     }
-    let roles: [(PodId, &[&str]); 2] = [
+    // Only the traced gateway reads this mesh config: the other proxies export nothing.
+    let collector_ip = mesh.pod(COLLECTOR_POD.0, COLLECTOR_POD.1).ip().to_string();
+    std::fs::write(
+        l7.traced_config_dir.join("mesh-config.yaml"),
+        mesh_config(&collector_ip),
+    )?;
+    l7.collector = Some(mesh.serve_in_pod(
+        COLLECTOR_POD.0,
+        COLLECTOR_POD.1,
+        &[
+            "trace-collector",
+            "--otlp",
+            &format!("0.0.0.0:{COLLECTOR_OTLP_PORT}"),
+            "--http",
+            &format!("0.0.0.0:{COLLECTOR_HTTP_PORT}"),
+        ],
+        COLLECTOR_HTTP_PORT,
+    )?);
+    let gateway: &[&str] = &[
+        "gateway",
+        "--labels",
+        "istio=ingressgateway",
+        "--namespace",
+        "default",
+    ];
+    let roles: [(PodId, &[&str], &PathBuf, &str); 3] = [
         (
             WAYPOINT_POD,
             &["waypoint", "--name", "waypoint", "--namespace", "default"],
+            &l7.config_dir,
+            "waypoint",
         ),
+        (GATEWAY_POD, gateway, &l7.config_dir, "gateway"),
         (
-            GATEWAY_POD,
-            &[
-                "gateway",
-                "--labels",
-                "istio=ingressgateway",
-                "--namespace",
-                "default",
-            ],
+            TRACED_GATEWAY_POD,
+            gateway,
+            &l7.traced_config_dir,
+            "traced-gateway",
         ),
     ];
-    for (pod, args) in roles {
-        let log_path = std::env::temp_dir().join(format!("mesh-bench-{id}-{}.log", args[0]));
+    let mut children = Vec::new();
+    let mut logs = Vec::new();
+    for (pod, args, config_dir, role) in roles {
+        let log_path = std::env::temp_dir().join(format!("mesh-bench-{id}-{role}.log"));
         let log = std::fs::File::create(&log_path)?;
-        l7.logs.push(log_path);
+        logs.push(log_path);
         let mut cmd = mesh.pod(pod.0, pod.1).command(agent_bin());
         cmd.args(args)
             .arg("--config-dir")
-            .arg(&l7.config_dir)
+            .arg(config_dir)
             .args(["--metrics-addr", &format!("127.0.0.1:{METRICS_PORT}")])
             // One access line per request would measure the log file, not the proxy
             // (Istio ships with access logs off).
             .env("RUST_LOG", "info,access=off")
             .stdout(Stdio::null())
             .stderr(log);
-        l7._children.push(mesh.lab.spawn(&mut cmd)?);
+        children.push(mesh.lab.spawn(&mut cmd)?);
     }
-    for path in [Path::Waypoint, Path::Gateway] {
+    l7.logs.extend(logs);
+    l7._children.extend(children);
+    for path in [Path::Waypoint, Path::Gateway, Path::TracedGateway] {
         let (client, url) = target(mesh, path);
         wait_for(&format!("the {} to route", path.label()), || {
             let out = mesh.run_in_pod(
@@ -267,8 +338,9 @@ fn target(mesh: &Mesh, path: Path) -> (PodId, String) {
             Variant::Mesh.pair(same).0,
             format!("http://{VIP}:{SERVICE_PORT}/"),
         ),
-        Path::Gateway => {
-            let ip = mesh.pod(GATEWAY_POD.0, GATEWAY_POD.1).ip();
+        Path::Gateway | Path::TracedGateway => {
+            let pod = path.proxy().unwrap_or(GATEWAY_POD);
+            let ip = mesh.pod(pod.0, pod.1).ip();
             (
                 Variant::Direct.pair(same).0,
                 format!("http://{ip}:{GATEWAY_PORT}/"),
@@ -277,17 +349,22 @@ fn target(mesh: &Mesh, path: Path) -> (PodId, String) {
     }
 }
 
-/// The requests a proxy counted (`istio_requests_total`, all series), from its pod.
-fn proxy_requests(mesh: &Mesh, pod: PodId) -> Result<f64> {
+/// A proxy's `/metrics`, from its pod.
+pub fn proxy_metrics(mesh: &Mesh, pod: PodId) -> Result<String> {
     let url = format!("http://127.0.0.1:{METRICS_PORT}/metrics");
     let out = mesh.run_in_pod(pod.0, pod.1, "curl", &["-sS", "--max-time", "5", &url])?;
     ensure!(out.status.success(), "metrics of {}", pods::name(pod));
-    let metrics = String::from_utf8_lossy(&out.stdout);
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The requests a proxy counted (`istio_requests_total`, all series), from its pod.
+pub fn proxy_requests(mesh: &Mesh, pod: PodId) -> Result<f64> {
+    let metrics = proxy_metrics(mesh, pod)?;
     Ok(counter(&metrics, "istio_requests_total", &[]) as f64)
 }
 
 /// One h2load run from `path`'s client for `seconds`.
-fn h2load(
+pub fn h2load(
     mesh: &Mesh,
     path: Path,
     proto: Proto,
@@ -429,7 +506,7 @@ pub fn run(mesh: &Mesh, args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_label(load: Load) -> String {
+pub fn load_label(load: Load) -> String {
     match load {
         Load::Fixed => format!("{FIXED_RATE}/s"),
         Load::Saturation => "saturation".into(),
@@ -437,7 +514,7 @@ fn load_label(load: Load) -> String {
 }
 
 /// Medians over rounds, field by field; any failed round fails the cell.
-fn reduce(rounds: Vec<Cell<Run>>) -> Cell<Run> {
+pub fn reduce(rounds: Vec<Cell<Run>>) -> Cell<Run> {
     let ok: Vec<Run> = rounds
         .iter()
         .filter_map(|r| r.as_ref().ok().copied())

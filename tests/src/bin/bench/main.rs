@@ -8,9 +8,10 @@
 //! the time to open many held connections, and the agents' resident memory idle and while
 //! they carry 1,000 and 10,000 open connections; DNS query latency, through the agent's
 //! DNS proxy versus asking the nameserver (dnsmasq in pod n2p2) directly; HTTP requests
-//! direct, through a waypoint and through the ingress gateway (`l7.rs`).
+//! direct, through a waypoint and through the ingress gateway (`l7.rs`); the gateway's
+//! requests with tracing off, on, and on with its collector stopped (`spans.rs`).
 //!
-//! Method: one lab (2 nodes x 6 pods), separate pods per column (see `pods.rs`); every
+//! Method: one lab (2 nodes x 7 pods), separate pods per column (see `pods.rs`); every
 //! measurement runs DIRECT then MESH back to back, so background load on the 2 cores hits
 //! both columns alike; `--rounds N` repeats the rows and reports medians. After each MESH
 //! run both agents must hold records of the connections, all of them mutual TLS, or the
@@ -27,6 +28,7 @@ mod netstat;
 mod pods;
 mod report;
 mod run;
+mod spans;
 mod stats;
 mod verify;
 
@@ -117,7 +119,8 @@ pub enum Only {
     /// DNS query latency: through the agent's DNS proxy vs the nameserver directly.
     Dns,
     /// HTTP/1.1 and h2c requests (h2load): direct, through a waypoint, through the
-    /// ingress gateway, at 1,000 requests/s and at saturation.
+    /// ingress gateway, at 1,000 requests/s and at saturation; then the gateway with
+    /// span export off, on, and on with the collector stopped.
     L7,
 }
 

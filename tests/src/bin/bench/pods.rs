@@ -1,12 +1,12 @@
 //! The bench's lab layout (which pod plays what in which column) and running processes
 //! inside pods with a deadline.
 //!
-//! One lab of 2 nodes x 6 pods. DIRECT uses n1p1 -> n1p2 (same node) and n1p1 -> n2p1
+//! One lab of 2 nodes x 7 pods. DIRECT uses n1p1 -> n1p2 (same node) and n1p1 -> n2p1
 //! (cross node), never enrolled. MESH uses the pods two numbers up, n1p3 -> n1p4 and
 //! n1p3 -> n2p3, enrolled as ambient mesh workloads (each with its own service account),
 //! so the agents speak HBONE between them on both the same-node and the cross-node path.
 //! n2p2 runs the DNS rows' nameserver; n1p5 and n1p6 the L7 rows' waypoint and gateway
-//! (`l7.rs`).
+//! (`l7.rs`); n1p7 the gateway with tracing on and n2p7 its collector (`spans.rs`).
 use std::{
     io::Read,
     process::{ExitStatus, Stdio},

@@ -210,11 +210,12 @@ impl Header {
             format!("- load average before: {}", loadavg()),
             format!("- command: `{command}`"),
             settings(args),
-            "- lab: 2 nodes x 6 pods, one release `mesh-agent run` per node. DIRECT: n1p1 -> \
+            "- lab: 2 nodes x 7 pods, one release `mesh-agent run` per node. DIRECT: n1p1 -> \
              n1p2 / n2p1, not enrolled. MESH: n1p3 -> n1p4 / n2p3, enrolled as ambient \
              workloads (sa bench-client, bench-server-same, bench-server-cross): HBONE on \
              both paths. DIRECT then MESH back to back for every row. L7 rows: a waypoint \
-             in n1p5, the ingress gateway in n1p6."
+             in n1p5, the ingress gateway in n1p6, the gateway with tracing on in n1p7 \
+             (its OTLP collector in n2p7)."
                 .to_string(),
         ];
         Header { lines }

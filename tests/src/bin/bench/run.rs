@@ -10,6 +10,7 @@ use crate::{
     memory::{self, Memory},
     pods::{self, CASES, Case, ECHO_PORT, HTTP_PORT, IPERF_BASE_PORT, Variant, name},
     report::{self, Header, Metric, Table},
+    spans,
     stats::{Cell, cell},
     verify::{self, Before},
 };
@@ -57,7 +58,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     println!("mesh-bench");
     header.print();
     println!();
-    let mesh = Mesh::start_with_args(2, 6, &["--dns-upstream", dns::UPSTREAM])
+    let mesh = Mesh::start_with_args(2, 7, &["--dns-upstream", dns::UPSTREAM])
         .context("starting the lab and its agents")?;
     println!("lab {}", mesh.lab.id());
     mesh.enroll_workloads(&pods::mesh_workloads())
@@ -136,7 +137,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         Some(
             l7::start(&mesh, &all)
                 .context("starting the waypoint and the gateway")
-                .and_then(|proxies| l7::run(&mesh, args).map(|()| proxies)),
+                .and_then(|proxies| l7::run(&mesh, args).map(|()| proxies))
+                .and_then(|proxies| spans::run(&mesh, &proxies, args).map(|()| proxies)),
         )
     } else {
         None
