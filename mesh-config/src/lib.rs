@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authz;
+pub mod canonical;
 pub mod duration;
 pub mod error;
 pub mod istio;

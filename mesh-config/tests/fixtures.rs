@@ -164,6 +164,15 @@ fn reviews_subsets_v1_v2_v3_select_by_version() {
     assert!(vip.to_string().starts_with("198.19."), "{vip}");
     let w = &snap.workloads["default/reviews-v2-0"];
     assert_eq!(w.service_account, "bookinfo-reviews");
+    // Telemetry names the Deployment, and Kiali's canonical service and revision.
+    assert_eq!(
+        (
+            w.workload_name.as_str(),
+            w.canonical_service.as_str(),
+            w.canonical_revision.as_str()
+        ),
+        ("reviews-v2", "reviews", "v2")
+    );
     assert_eq!(
         w.spiffe_id("cluster.local"),
         "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
@@ -319,5 +328,58 @@ spec:
     assert_eq!(
         delegate.http[0].route[0].destination.host,
         "reviews.team.svc.cluster.local"
+    );
+}
+
+#[test]
+fn a_pods_workload_is_the_controller_its_owner_references_name() {
+    let yaml = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: reviews-v1-7d8f9c6b5-x2k4p
+  namespace: default
+  labels: {app: reviews, version: v1, pod-template-hash: 7d8f9c6b5}
+  ownerReferences:
+  - {apiVersion: apps/v1, kind: ReplicaSet, name: reviews-v1-7d8f9c6b5, uid: a1, controller: true}
+spec: {containers: [{name: reviews, image: reviews}]}
+status: {podIP: 198.18.0.9}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: db-0
+  namespace: default
+  labels: {app.kubernetes.io/name: postgres}
+  ownerReferences:
+  - {apiVersion: apps/v1, kind: StatefulSet, name: db, uid: a2, controller: true}
+spec: {containers: [{name: db, image: postgres}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: sleep, namespace: default}
+spec: {containers: [{name: sleep, image: curl}]}
+"#;
+    let loaded = mesh_config::load_str(yaml, None).unwrap_or_else(|e| panic!("{e}"));
+    let snap = Snapshot::build(&loaded).unwrap_or_else(|e| panic!("{e}"));
+    let names = |key: &str| {
+        let w = &snap.workloads[key];
+        (
+            w.workload_name.clone(),
+            w.canonical_service.clone(),
+            w.canonical_revision.clone(),
+        )
+    };
+    assert_eq!(
+        names("default/reviews-v1-7d8f9c6b5-x2k4p"),
+        ("reviews-v1".into(), "reviews".into(), "v1".into())
+    );
+    assert_eq!(
+        names("default/db-0"),
+        ("db".into(), "postgres".into(), "latest".into())
+    );
+    assert_eq!(
+        names("default/sleep"),
+        ("sleep".into(), "sleep".into(), "latest".into())
     );
 }

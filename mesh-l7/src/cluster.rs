@@ -19,6 +19,9 @@ pub struct ClusterEndpoint {
     pub address: Option<IpAddr>,
     /// `namespace/name` of the workload.
     pub workload: Option<String>,
+    /// `namespace/name` as telemetry names that workload: its Deployment (StatefulSet,
+    /// ...), not the pod (`mesh_config::canonical`).
+    pub workload_name: Option<String>,
     /// A name to resolve instead of an address (a DNS ServiceEntry without endpoints).
     pub hostname: Option<String>,
     /// The port to connect to (the Service's `targetPort`).

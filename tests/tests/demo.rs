@@ -548,8 +548,8 @@ fn prometheus_value(base: &str, promql: &str) -> Result<f64> {
 /// `--prometheus` runs Debian's real Prometheus against the demo: it scrapes both agents
 /// and the gateway, and the gateway's `istio_requests_total` for the product page grows by
 /// exactly the requests the test made; the agents' byte counters name the workloads the
-/// product page called. (Workload labels name the pod, `productpage-v1-<hash>-<suffix>`;
-/// Istio names the Deployment: a known gap.)
+/// product page called, by their Deployments' names as Istio's do (`productpage-v1`, not
+/// the pod `productpage-v1-<hash>-<suffix>`).
 #[test]
 fn demo_with_prometheus_counts_what_the_client_did() -> Result<()> {
     let demo = Demo::start(&["--prometheus", "127.0.0.1:0"])?;
@@ -565,7 +565,7 @@ fn demo_with_prometheus_counts_what_the_client_did() -> Result<()> {
         Ok(up == 3.0)
     })?;
     let requests = "sum(istio_requests_total{source_workload=\"istio-ingressgateway\",\
-                    destination_workload=~\"productpage-v1-.*\",response_code=\"200\"})";
+                    destination_workload=\"productpage-v1\",response_code=\"200\"})";
     let before = prometheus_value(&base, requests)?;
     // Counters do not change once idle: wait for one more scrape of the same value.
     std::thread::sleep(Duration::from_secs(3));
@@ -592,7 +592,7 @@ fn demo_with_prometheus_counts_what_the_client_did() -> Result<()> {
     let edges = prometheus_query(
         &base,
         "sum by (destination_service) (istio_tcp_sent_bytes_total{reporter=\"source\",\
-         source_workload=~\"productpage-v1-.*\"})",
+         source_workload=\"productpage-v1\"})",
     )?;
     for callee in ["details", "reviews"] {
         let service = format!("{callee}.default.svc.cluster.local");
@@ -604,20 +604,25 @@ fn demo_with_prometheus_counts_what_the_client_did() -> Result<()> {
             "no bytes from productpage-v1 to {service}: {edges:?}"
         );
     }
-    // ... and the workloads behind them: the endpoint the agent dialled is named.
+    // ... and the workloads behind them: the endpoint the agent dialled is named by its
+    // Deployment, as Istio names workloads (not by the pod).
     let workloads = prometheus_query(
         &base,
         "sum by (destination_workload) (istio_tcp_sent_bytes_total{reporter=\"source\",\
-         source_workload=~\"productpage-v1-.*\"})",
+         source_workload=\"productpage-v1\"})",
     )?;
-    for callee in ["details-v1-", "reviews-v"] {
-        ensure!(
-            workloads.iter().any(|e| e["metric"]["destination_workload"]
-                .as_str()
-                .is_some_and(|w| w.starts_with(callee))),
-            "no destination_workload {callee}* in {workloads:?}"
-        );
-    }
+    let called: Vec<&str> = workloads
+        .iter()
+        .filter_map(|e| e["metric"]["destination_workload"].as_str())
+        .collect();
+    ensure!(
+        called.contains(&"details-v1")
+            && called.iter().any(|w| w.starts_with("reviews-v"))
+            && called
+                .iter()
+                .all(|w| { ["details-v1", "reviews-v1", "reviews-v2", "reviews-v3"].contains(w) }),
+        "productpage's destination_workload are not the Deployments: {called:?}"
+    );
     exact_bytes_from_productpage_to_reviews(&demo, &base)
 }
 
@@ -642,9 +647,9 @@ fn exact_bytes_from_productpage_to_reviews(demo: &Demo, base: &str) -> Result<()
         .join(format!("n{node}"))
         .join(format!("p{slot}"));
     let netns = format!("mt{}-{pod}", demo.lab_id);
-    let selector = "reporter=\"source\",source_workload=~\"productpage-v1-.*\",\
+    let selector = "reporter=\"source\",source_workload=\"productpage-v1\",\
                     destination_service=\"reviews.default.svc.cluster.local\",\
-                    destination_workload=~\"reviews-v.*\"";
+                    destination_workload=~\"reviews-v[123]\"";
     let metric = |name: &str| format!("sum({name}{{{selector}}})");
     let read_all = || -> Result<[f64; 3]> {
         Ok([
@@ -725,7 +730,7 @@ fn every_dashboard_query_returns_data_from_the_demo_prometheus() -> Result<()> {
         .map(ToString::to_string)
         .with_context(|| format!("no prometheus line: {:?}", demo.lines))?;
     let waypoint_seen =
-        "sum(istio_requests_total{reporter=\"waypoint\",source_workload=~\"productpage-v1.*\"})";
+        "sum(istio_requests_total{reporter=\"waypoint\",source_workload=\"productpage-v1\"})";
     mesh_tests::wait_for("prometheus to scrape the waypoint's requests", || {
         for _ in 0..5 {
             demo.curl("/productpage", &[])?;
@@ -808,17 +813,15 @@ fn curl_json(url: &str) -> Result<Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-/// Whether the graph has an edge whose ends' ids start with `from` and `to`.
+/// Whether the graph has an edge from `from` to `to` (node ids).
 fn has_edge(graph: &Value, from: &str, to: &str) -> bool {
-    graph["edges"].as_array().is_some_and(|edges| {
-        edges.iter().any(|e| {
-            e["from"].as_str().is_some_and(|f| f.starts_with(from))
-                && e["to"].as_str().is_some_and(|t| t.starts_with(to))
-        })
-    })
+    graph["edges"]
+        .as_array()
+        .is_some_and(|edges| edges.iter().any(|e| e["from"] == from && e["to"] == to))
 }
 
-const PRODUCTPAGE_NODE: &str = "workload:default/productpage-v1-";
+/// Workloads are their Deployments, as in Istio's metrics and Kiali's graph.
+const PRODUCTPAGE_NODE: &str = "workload:default/productpage-v1";
 const REVIEWS_SERVICE: &str = "service:reviews.default.svc.cluster.local";
 const RATINGS_SERVICE: &str = "service:ratings.default.svc.cluster.local";
 
@@ -854,7 +857,7 @@ fn the_console_draws_bookinfo_in_chromium_and_the_product_page_renders() -> Resu
     }
     ensure!(versions.len() == 3, "reviews versions seen: {versions:?}");
 
-    let reviews_workload = |v: &str| format!("workload:default/reviews-{v}-");
+    let reviews_workload = |v: &str| format!("workload:default/reviews-{v}");
     let mut graph = Value::Null;
     mesh_tests::wait_for("the console's graph to show Bookinfo's calls", || {
         graph = curl_json(&format!("{console}/api/graph"))?;
@@ -863,19 +866,14 @@ fn the_console_draws_bookinfo_in_chromium_and_the_product_page_renders() -> Resu
                 .iter()
                 .all(|v| has_edge(&graph, REVIEWS_SERVICE, &reviews_workload(v)))
             && has_edge(&graph, &reviews_workload("v2"), RATINGS_SERVICE)
-            && has_edge(&graph, RATINGS_SERVICE, "workload:default/ratings-v1-"))
+            && has_edge(&graph, RATINGS_SERVICE, "workload:default/ratings-v1"))
     })
     .with_context(|| format!("graph: {graph:#}"))?;
     let mutual_tls = graph["edges"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|e| {
-            e["from"]
-                .as_str()
-                .is_some_and(|f| f.starts_with(PRODUCTPAGE_NODE))
-                && e["to"] == REVIEWS_SERVICE
-        })
+        .find(|e| e["from"].as_str() == Some(PRODUCTPAGE_NODE) && e["to"] == REVIEWS_SERVICE)
         .is_some_and(|e| e["mutual_tls"] == true);
     ensure!(
         mutual_tls,
@@ -885,7 +883,7 @@ fn the_console_draws_bookinfo_in_chromium_and_the_product_page_renders() -> Resu
     let browser = mesh_tests::browser::Browser::new()?;
     let artifacts = mesh_tests::browser::artifact_dir();
     let dom = browser.dom(&format!("{console}/"))?;
-    let drawn_node = |id: &str| dom.contains(&format!("class=\"node\" data-node=\"{id}"));
+    let drawn_node = |id: &str| dom.contains(&format!("class=\"node\" data-node=\"{id}\""));
     let drawn_edge = |from: &str, to: &str| {
         dom.match_indices("class=\"edge\" data-from=\"")
             .any(|(at, _)| {
@@ -894,7 +892,7 @@ fn the_console_draws_bookinfo_in_chromium_and_the_product_page_renders() -> Resu
                     return false;
                 };
                 let edge_to = rest.split('"').next().unwrap_or("");
-                edge_from.starts_with(from) && edge_to.starts_with(to)
+                edge_from == from && edge_to == to
             })
     };
     for node in [PRODUCTPAGE_NODE, REVIEWS_SERVICE, RATINGS_SERVICE] {
@@ -927,14 +925,11 @@ fn the_console_draws_bookinfo_in_chromium_and_the_product_page_renders() -> Resu
     )?;
 
     // A workload's page: its traffic and what configuration applies to it.
-    let reviews_pod = dom
-        .split("/workloads/default/")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next())
-        .find(|name| name.starts_with("reviews-v2-"))
-        .context("no link to the reviews-v2 workload")?
-        .to_string();
-    let workload_url = format!("{console}/workloads/default/{reviews_pod}");
+    ensure!(
+        dom.contains("href=\"/workloads/default/reviews-v2\""),
+        "no link to the reviews-v2 workload: {dom}"
+    );
+    let workload_url = format!("{console}/workloads/default/reviews-v2");
     let workload = browser.dom(&workload_url)?;
     ensure!(
         workload.contains("DestinationRule default/reviews")

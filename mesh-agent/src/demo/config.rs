@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, Namespace, Pod, PodIP, PodSpec, PodStatus,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use mesh_config::{LoadedObject, Object};
 
 use super::plan::PodPlan;
@@ -198,11 +198,24 @@ fn pod(plan: &PodPlan, ip: Ipv4Addr, ip6: Ipv6Addr) -> Pod {
             })
             .collect()
     };
+    // As the controllers write them, so the agents name workloads from the Pods as they do
+    // on a cluster. No API server assigns uids here: the demo's own are its names.
+    let owner_references = plan.controller().map(|(kind, name)| {
+        vec![OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: kind.into(),
+            uid: format!("demo-{kind}-{}-{name}", plan.namespace).to_lowercase(),
+            name,
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]
+    });
     Pod {
         metadata: ObjectMeta {
             name: Some(plan.name.clone()),
             namespace: Some(plan.namespace.clone()),
             labels: Some(plan.labels.clone()),
+            owner_references,
             ..ObjectMeta::default()
         },
         spec: Some(PodSpec {

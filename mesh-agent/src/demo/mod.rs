@@ -284,29 +284,38 @@ async fn demo(
     };
     let agent_targets = lab.nodes().iter().map(|n| console::scrape::Target {
         addr: SocketAddr::from((n.addr(), prometheus::METRICS_PORT)),
-        proxy_pod: None,
+        proxy_workload: None,
     });
     let proxy_targets = std::iter::once(&plan.gateway)
         .chain(&plan.waypoints)
         .map(|p| console::scrape::Target {
             addr: SocketAddr::from((lab.pod(p.node, p.slot).ip(), prometheus::METRICS_PORT)),
-            proxy_pod: Some(p.name.clone()),
+            proxy_workload: Some(p.workload_name()),
         });
     let console_sources = console::Sources {
         targets: agent_targets.chain(proxy_targets).collect(),
         proxies: std::iter::once(&plan.gateway)
             .chain(&plan.waypoints)
-            .map(|p| p.name.clone())
+            .map(|p| p.workload_name())
             .collect(),
+        // One per workload, as the metrics name them: a Deployment's replicas are one.
         workloads: plan
             .all_pods()
             .map(|p| console::Workload {
                 namespace: p.namespace.clone(),
-                name: p.name.clone(),
+                name: p.workload_name(),
                 labels: p.labels.clone(),
                 service_account: p.service_account.clone(),
             })
-            .collect(),
+            .fold(Vec::new(), |mut all: Vec<console::Workload>, w| {
+                if !all
+                    .iter()
+                    .any(|o| o.namespace == w.namespace && o.name == w.name)
+                {
+                    all.push(w);
+                }
+                all
+            }),
         config_dir: config_dir.to_path_buf(),
         traces: running.traces.as_ref().map_or(options.traces, |t| t.query),
     };

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use mesh_config::canonical::{self, Owner, POD_TEMPLATE_HASH};
 use mesh_config::{LoadedObject, Object};
 
 use mesh_config::istio::gateway_api::WAYPOINT_CLASS;
@@ -69,6 +70,37 @@ pub struct Plan {
     pub pods_per_node: usize,
 }
 
+impl PodPlan {
+    /// The controller that made the pod, as its `ownerReferences` name it (`kind`,
+    /// `name`): a Deployment's pods belong to its ReplicaSet `<deployment>-<hash>`; bare
+    /// pods, the gateway's and the waypoints' have none (their `pod-template-hash` label and
+    /// name still tell their Deployment).
+    pub fn controller(&self) -> Option<(&'static str, String)> {
+        let (kind, name) = self.owner.split_once('/')?;
+        match kind {
+            "Deployment" => {
+                let hash = self.labels.get(POD_TEMPLATE_HASH)?;
+                Some(("ReplicaSet", format!("{name}-{hash}")))
+            }
+            "ReplicaSet" => Some(("ReplicaSet", name.to_string())),
+            "StatefulSet" => Some(("StatefulSet", name.to_string())),
+            "DaemonSet" => Some(("DaemonSet", name.to_string())),
+            _ => None,
+        }
+    }
+
+    /// What Istio's telemetry calls the pod's workload (the agents' metrics say the same,
+    /// from the Pod object the demo writes).
+    pub fn workload_name(&self) -> String {
+        let controller = self.controller();
+        let owner = controller.as_ref().map(|(kind, name)| Owner {
+            kind,
+            name: name.as_str(),
+        });
+        canonical::workload_name(&self.name, &self.labels, owner)
+    }
+}
+
 impl Plan {
     pub fn all_pods(&self) -> impl Iterator<Item = &PodPlan> {
         std::iter::once(&self.gateway)
@@ -103,7 +135,10 @@ pub fn plan(objects: &[LoadedObject], nodes: usize, rng: &mut fastrand::Rng) -> 
                     let name = unique(&mut names, || {
                         format!("{owner_name}-{hash}-{}", suffix(rng))
                     });
-                    pods.push(pod_from(&spec.template, meta, name, owner.clone()));
+                    let mut pod = pod_from(&spec.template, meta, name, owner.clone());
+                    // As the Deployment's ReplicaSet labels its pods.
+                    pod.labels.insert(POD_TEMPLATE_HASH.into(), hash.clone());
+                    pods.push(pod);
                 }
             }
             Object::ReplicaSet(r) => {
@@ -159,18 +194,17 @@ pub fn plan(objects: &[LoadedObject], nodes: usize, rng: &mut fastrand::Rng) -> 
 }
 
 fn gateway_pod(rng: &mut fastrand::Rng, names: &mut BTreeSet<String>) -> PodPlan {
+    let hash = safe_encode(0x1d5e_a7e5);
     let name = unique(names, || {
-        format!(
-            "istio-ingressgateway-{}-{}",
-            safe_encode(0x1d5e_a7e5),
-            suffix(rng)
-        )
+        format!("istio-ingressgateway-{hash}-{}", suffix(rng))
     });
     PodPlan {
         name,
         namespace: GATEWAY_NAMESPACE.into(),
         labels: GATEWAY_LABELS
             .iter()
+            .copied()
+            .chain([(POD_TEMPLATE_HASH, hash.as_str())])
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         service_account: GATEWAY_SERVICE_ACCOUNT.into(),
@@ -192,13 +226,15 @@ fn waypoint_pod(
     name: &str,
     namespace: String,
 ) -> PodPlan {
-    let pod = unique(names, || {
-        format!("{name}-{}-{}", safe_encode(0x3a79_01e7), suffix(rng))
-    });
+    let hash = safe_encode(0x3a79_01e7);
+    let pod = unique(names, || format!("{name}-{hash}-{}", suffix(rng)));
     PodPlan {
         name: pod,
         namespace,
-        labels: BTreeMap::from([(GATEWAY_NAME_LABEL.to_string(), name.to_string())]),
+        labels: BTreeMap::from([
+            (GATEWAY_NAME_LABEL.to_string(), name.to_string()),
+            (POD_TEMPLATE_HASH.to_string(), hash),
+        ]),
         service_account: name.to_string(),
         containers: Vec::new(),
         owner: WAYPOINT_OWNER.into(),

@@ -99,7 +99,9 @@ pub struct Forwarded {
     pub attempts: u32,
     /// The last endpoint tried.
     pub upstream: Option<String>,
+    /// The last endpoint's workload: its key, and its name in telemetry.
     pub workload: Option<String>,
+    pub workload_name: Option<String>,
 }
 
 /// What one forward reads of the decision.
@@ -126,6 +128,7 @@ impl Upstream {
             attempts: 0,
             upstream: None,
             workload: None,
+            workload_name: None,
         };
         let attempts = self.attempts(plan, &mut out, lb, route_req, rng, &mut done);
         match plan.timeout {
@@ -154,6 +157,7 @@ impl Upstream {
             done.attempts += 1;
             done.upstream = Some(endpoint_authority(endpoint));
             done.workload = endpoint.workload.clone();
+            done.workload_name = endpoint.workload_name.clone();
             let Some(body) = out.body.take() else {
                 return;
             };

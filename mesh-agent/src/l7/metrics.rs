@@ -215,8 +215,10 @@ pub struct RequestRecord<'a> {
     pub route: Option<String>,
     /// The destination host (FQDN).
     pub service: Option<String>,
-    /// `namespace/name` of the endpoint's workload.
+    /// `namespace/name` of the endpoint's workload (its key in the snapshot).
     pub workload: Option<String>,
+    /// `namespace/name` of that workload as telemetry names it (its Deployment, ...).
+    pub workload_name: Option<String>,
     /// The endpoint workload's principal.
     pub destination_principal: Option<String>,
     /// (namespace, name) of the client's workload, at a waypoint.
@@ -254,6 +256,7 @@ impl<'a> RequestRecord<'a> {
             route: None,
             service: None,
             workload: None,
+            workload_name: None,
             destination_principal: None,
             source: None,
             source_principal: None,
@@ -264,7 +267,7 @@ impl<'a> RequestRecord<'a> {
 
     fn labels(&self) -> RequestLabels {
         let unknown = || "unknown".to_string();
-        let (workload_ns, workload) = split_key(self.workload.as_deref());
+        let (workload_ns, workload) = split_key(self.workload_name.as_deref());
         let service = self.service.clone().unwrap_or_else(unknown);
         // `name.namespace.svc.<domain>`: the first two labels.
         let mut parts = service.split('.');

@@ -248,7 +248,7 @@ async fn connect(
     };
     let endpoint = choice.endpoint;
     record.upstream = Some(super::forward::endpoint_authority(endpoint));
-    record.workload = endpoint.workload.clone();
+    record.workload = endpoint.workload_name.clone();
     match tokio::time::timeout(CONNECT_TIMEOUT, dial(endpoint)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
@@ -386,6 +386,7 @@ pub struct TcpRecord<'a> {
     sni: Option<String>,
     gateway: Option<String>,
     service: Option<String>,
+    /// `namespace/name` of the endpoint's workload, as telemetry names it.
     workload: Option<String>,
     upstream: Option<String>,
     flags: Option<ResponseFlag>,

@@ -24,6 +24,7 @@ pub mod waypoint;
 
 use std::{collections::BTreeMap, future::Future, net::SocketAddr, sync::Arc};
 
+use mesh_config::Snapshot;
 use mesh_identity::{CertManager, SpiffeId};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -68,6 +69,22 @@ pub struct PodProxy {
     pub netns_cookie: u64,
     pub pod_ips: Vec<std::net::IpAddr>,
     pub node: Arc<NodeProxy>,
+}
+
+impl PodProxy {
+    /// What Istio's telemetry calls this pod: the workload the configuration names for it
+    /// (from its owners: its Deployment, StatefulSet, ...), else what its name and labels
+    /// tell (a Deployment's pod carries `pod-template-hash`).
+    pub fn workload_name(&self, snapshot: &Snapshot) -> String {
+        if let Some(workload) = snapshot.workloads.get(&self.pod) {
+            return workload.workload_name.clone();
+        }
+        let name = self
+            .pod
+            .split_once('/')
+            .map_or(self.pod.as_str(), |(_, n)| n);
+        mesh_config::canonical::workload_name(name, &self.labels, None)
+    }
 }
 
 /// Accepts forever, one task per connection. Accept errors (EMFILE and friends) back off

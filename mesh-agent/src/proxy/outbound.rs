@@ -219,6 +219,8 @@ pub async fn serve(listener: TcpListener, pod: Arc<PodProxy>) {
 async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
     let node = &pod.node;
     let mut guard = node.stats.open(Direction::Outbound, pod.pod.clone(), peer);
+    let snapshot = node.config.snapshot();
+    guard.set_workload(pod.workload_name(&snapshot));
     guard.set_source_principal(pod.identity.principal());
     let Some(original) = node.orig_dst.take(pod.netns_cookie, peer) else {
         guard.fail(&ProxyError::NoOriginalDestination);
@@ -234,7 +236,6 @@ async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
         guard.set_source(SocketAddr::new(*ip, peer.port()));
     }
     guard.set_destination(original);
-    let snapshot = node.config.snapshot();
     if let Some((entry, port)) = super::egress::entry_for(&snapshot, original) {
         let host = entry.hosts.first().cloned().unwrap_or_default();
         guard.set_upstream(Some(host.clone()), original);
@@ -284,7 +285,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
         };
         guard.set_upstream(plan.service.clone(), plan.dialled());
         if let Some(workload) = snapshot.workload_by_ip(plan.target.ip()) {
-            guard.set_peer_workload(workload.name.clone(), workload.namespace.clone());
+            guard.set_peer_workload(workload.workload_name.clone(), workload.namespace.clone());
         }
         let connected = match &plan.protocol {
             Protocol::Tcp => super::connect_in_pod(&pod, plan.target)

@@ -149,6 +149,7 @@ impl ConnectionStats {
                 ended_at_ms: 0,
             },
             established: None,
+            workload: None,
             peer_workload: None,
         }
     }
@@ -177,6 +178,9 @@ pub struct ConnectionGuard {
     record: ConnectionRecord,
     /// Set once the upstream connection exists: the labels its metrics are counted under.
     established: Option<TcpLabels>,
+    /// The workload name of this end's pod (see [`Self::set_workload`]); the pod's name
+    /// until it is set.
+    workload: Option<String>,
     /// The workload at the other end (`name`, `namespace`), when the configuration knows
     /// the address: the endpoint dialled (outbound) or the client (inbound).
     peer_workload: Option<(String, String)>,
@@ -204,6 +208,12 @@ impl ConnectionGuard {
         self.record.source_principal = Some(principal);
     }
 
+    /// Names this end's pod in the metrics as Istio does: its Deployment (StatefulSet,
+    /// ...), not the pod (`PodProxy::workload_name`).
+    pub fn set_workload(&mut self, name: String) {
+        self.workload = Some(name);
+    }
+
     /// Names the workload at the other end in the metrics (Istio's `destination_workload`
     /// when reporting as the source, `source_workload` as the destination).
     pub fn set_peer_workload(&mut self, name: String, namespace: String) {
@@ -227,10 +237,11 @@ impl ConnectionGuard {
 
     fn labels(&self) -> TcpLabels {
         let record = &self.record;
-        let (namespace, name) = record
+        let (namespace, pod) = record
             .pod
             .split_once('/')
             .unwrap_or(("unknown", &record.pod));
+        let name = self.workload.as_deref().unwrap_or(pod);
         let unknown = || "unknown".to_string();
         let service = record.service.clone().unwrap_or_else(unknown);
         let source_principal = record.source_principal.clone().unwrap_or_else(unknown);

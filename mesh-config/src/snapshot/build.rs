@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
+use crate::canonical;
 use crate::error::{ConfigErrors, ConfigWarning};
 use crate::object::{LoadedObject, Object, latest_by_key};
 use crate::resolve::MeshOptions;
@@ -168,9 +169,22 @@ fn build_workloads(objects: &[&LoadedObject], snap: &mut Snapshot) {
             Object::Pod(pod) => {
                 let labels = labels_of(&o.object);
                 let spec = pod.spec.as_ref();
+                let owners = pod.metadata.owner_references.as_deref().unwrap_or_default();
+                let owner = owners
+                    .iter()
+                    .find(|r| r.controller == Some(true))
+                    .or(owners.first())
+                    .map(|r| canonical::Owner {
+                        kind: &r.kind,
+                        name: &r.name,
+                    });
+                let workload_name = canonical::workload_name(&name, &labels, owner);
                 let workload = Workload {
                     name: name.clone(),
                     namespace: ns.clone(),
+                    canonical_service: canonical::canonical_service(&labels, &workload_name),
+                    canonical_revision: canonical::canonical_revision(&labels),
+                    workload_name,
                     service_account: service_account(spec),
                     ambient: pod_enrolled(&labels, snap.namespaces.get(&ns)),
                     labels,
@@ -233,6 +247,9 @@ fn build_workloads(objects: &[&LoadedObject], snap: &mut Snapshot) {
             let workload = Workload {
                 name: wname.clone(),
                 namespace: ns.clone(),
+                workload_name: name.clone(),
+                canonical_service: canonical::canonical_service(&labels, &name),
+                canonical_revision: canonical::canonical_revision(&labels),
                 service_account: service_account(spec),
                 ambient: pod_enrolled(&labels, snap.namespaces.get(&ns)),
                 labels: labels.clone(),

@@ -140,8 +140,15 @@ pub struct Endpoint {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Workload {
+    /// The pod's name.
     pub name: String,
     pub namespace: String,
+    /// What Istio's telemetry calls it: the Deployment (StatefulSet, ...) it belongs to,
+    /// else the pod itself ([`crate::canonical::workload_name`]).
+    pub workload_name: String,
+    /// `service.istio.io/canonical-name`, `app`, ... ([`crate::canonical`]).
+    pub canonical_service: String,
+    pub canonical_revision: String,
     pub service_account: String,
     pub labels: BTreeMap<String, String>,
     pub address: Option<IpAddr>,

@@ -109,7 +109,7 @@ pub struct EdgeTotals {
     pub bytes: f64,
     /// TCP: the agent said mutual TLS. L7: the waypoint verified the client.
     pub mutual_tls: bool,
-    /// L7 hops a proxy made: (proxy pod, endpoint workload) connections that carried them,
+    /// L7 hops a proxy made: (proxy workload, endpoint workload) connections that carried them,
     /// to be checked against what the proxy's agent reported.
     pub carried_by: BTreeSet<(String, String)>,
 }
@@ -141,9 +141,9 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// Adds the samples of one target's scrape: `reporter` is the proxy pod when the
+    /// Adds the samples of one target's scrape: `reporter` is the proxy's workload when the
     /// target is the gateway or a waypoint. `proxies` are the gateway's and the waypoints'
-    /// pod names (their TCP hops are drawn by their request metrics).
+    /// workload names (their TCP hops are drawn by their request metrics).
     pub fn add(&mut self, samples: &[Sample], reporter: Option<&str>, proxies: &BTreeSet<String>) {
         for sample in samples {
             let label = |name: &str| sample.labels.get(name).unwrap_or("unknown");

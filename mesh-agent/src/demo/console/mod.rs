@@ -42,7 +42,7 @@ pub const SCRAPE_INTERVAL: Duration = Duration::from_secs(2);
 pub struct Sources {
     /// Every agent's, the gateway's and each waypoint's `/metrics`, in the lab.
     pub targets: Vec<scrape::Target>,
-    /// The pod names of the gateway and the waypoints.
+    /// The workload names of the gateway and the waypoints.
     pub proxies: BTreeSet<String>,
     pub workloads: Vec<Workload>,
     /// The directory the mesh reads its configuration from.

@@ -67,8 +67,8 @@ async fn fetch_now(from: &PodSockets, target: SocketAddr) -> Result<String, Scra
 #[derive(Clone, Debug)]
 pub struct Target {
     pub addr: SocketAddr,
-    /// The pod name, when the target is the gateway or a waypoint.
-    pub proxy_pod: Option<String>,
+    /// The workload name, when the target is the gateway or a waypoint.
+    pub proxy_workload: Option<String>,
 }
 
 /// The totals of one round over every target; a target that fails is left out of it and
@@ -86,7 +86,9 @@ pub async fn round(
             Ok(text) => {
                 let lines = text.lines().map(|l| Ok(l.to_string()));
                 match prometheus_parse::Scrape::parse(lines) {
-                    Ok(scrape) => totals.add(&scrape.samples, target.proxy_pod.as_deref(), proxies),
+                    Ok(scrape) => {
+                        totals.add(&scrape.samples, target.proxy_workload.as_deref(), proxies)
+                    }
                     Err(e) => errors.push(format!("parsing metrics: {e}")),
                 }
             }

@@ -36,7 +36,15 @@ fn bookinfo_runs_six_pods_named_as_kubernetes_names_them_over_two_nodes() {
         );
         assert_eq!(pod.owner, format!("Deployment/{deployment}"));
         assert_eq!(pod.namespace, "default");
+        // Labelled and owned as a Deployment's ReplicaSet does it; one workload in metrics.
+        assert_eq!(pod.labels[POD_TEMPLATE_HASH], hash);
+        assert_eq!(
+            pod.controller(),
+            Some(("ReplicaSet", format!("{deployment}-{hash}")))
+        );
+        assert_eq!(pod.workload_name(), deployment);
     }
+    assert_eq!(plan.gateway.workload_name(), "istio-ingressgateway");
     let reviews_v2 = &plan.workloads[3];
     assert_eq!(reviews_v2.labels["app"], "reviews");
     assert_eq!(reviews_v2.labels["version"], "v2");
@@ -123,6 +131,16 @@ spec: {serviceAccountName: solo, containers: [{name: c, image: busybox}]}
     let rs = names[5].strip_prefix("car-rs-").unwrap();
     assert_eq!(rs.len(), 5);
     assert_eq!(names[6], "lonely");
+    let workloads: Vec<String> = plan.workloads.iter().map(PodPlan::workload_name).collect();
+    assert_eq!(
+        workloads,
+        ["web", "web", "web", "db", "db", "car-rs", "lonely"]
+    );
+    assert_eq!(
+        plan.workloads[3].controller(),
+        Some(("StatefulSet", "db".into()))
+    );
+    assert_eq!(plan.workloads[6].controller(), None);
 
     let web = &plan.workloads[0];
     assert_eq!(web.namespace, "shop");
@@ -157,6 +175,7 @@ fn a_waypoint_gateway_gets_a_pod_of_its_own_labelled_with_its_name() {
     assert_eq!(plan.waypoints.len(), 1);
     let waypoint = &plan.waypoints[0];
     assert!(waypoint.name.starts_with("waypoint-"), "{}", waypoint.name);
+    assert_eq!(waypoint.workload_name(), "waypoint");
     assert_eq!(waypoint.service_account, "waypoint");
     assert_eq!(
         waypoint
