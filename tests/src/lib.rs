@@ -610,6 +610,27 @@ pub fn finish_held(mut held: std::process::Child) -> Result<Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
+/// Istio's mesh config turning tracing on for every proxy that reads it, as `meshConfig`
+/// in an IstioOperator renders it: an OpenTelemetry provider at `collector:port`, the
+/// default tracing provider.
+pub fn tracing_mesh_config(collector: &str, port: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: istio, namespace: istio-system}}
+data:
+  mesh: |
+    extensionProviders:
+    - name: otel-tracing
+      opentelemetry:
+        service: {collector}
+        port: {port}
+    defaultProviders:
+      tracing: [otel-tracing]
+"#
+    )
+}
+
 /// The sum of a Prometheus counter's samples whose labels include all of `labels`.
 pub fn counter(metrics: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
     metrics

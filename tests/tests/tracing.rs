@@ -14,7 +14,7 @@ use std::{path::PathBuf, process::Stdio};
 
 use anyhow::{Context, Result, ensure};
 use mesh_testbed::lab::LabChild;
-use mesh_tests::{Mesh, Workload, agent_bin, counter, wait_for};
+use mesh_tests::{Mesh, Workload, agent_bin, counter, tracing_mesh_config, wait_for};
 use serde_json::Value;
 
 const PRODUCTPAGE: Workload<'static> = Workload {
@@ -94,25 +94,6 @@ metadata: {name: ratings, namespace: default}
 spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
 "#;
 
-/// Istio's mesh config turning tracing on, as `meshConfig` in an IstioOperator renders it.
-fn mesh_config(collector: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: ConfigMap
-metadata: {{name: istio, namespace: istio-system}}
-data:
-  mesh: |
-    extensionProviders:
-    - name: otel-tracing
-      opentelemetry:
-        service: {collector}
-        port: 4317
-    defaultProviders:
-      tracing: [otel-tracing]
-"#
-    )
-}
-
 fn bookinfo(file: &str) -> Result<String> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/istio-bookinfo")
@@ -173,7 +154,7 @@ impl TracingLab {
             ("workloads.yaml", workloads),
             ("services.yaml", SERVICES.to_string()),
             ("bookinfo-gateway.yaml", bookinfo("bookinfo-gateway.yaml")?),
-            ("mesh-config.yaml", mesh_config(&collector_ip)),
+            ("mesh-config.yaml", tracing_mesh_config(&collector_ip, 4317)),
         ];
         for (name, yaml) in &files {
             mesh.apply_all(name, yaml)?;

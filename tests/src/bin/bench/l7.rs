@@ -19,7 +19,7 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use mesh_testbed::lab::LabChild;
-use mesh_tests::{Mesh, Workload, agent_bin, counter, wait_for};
+use mesh_tests::{Mesh, Workload, agent_bin, counter, tracing_mesh_config, wait_for};
 
 use crate::{
     BenchArgs, measure,
@@ -85,23 +85,6 @@ spec:
   gateways: [bench-gateway]
   http:
   - route: [{{destination: {{host: bench-l7, port: {{number: {SERVICE_PORT}}}}}}}]
-"#
-    )
-}
-
-/// Istio's mesh config turning tracing on, as `meshConfig` in an IstioOperator renders it.
-fn mesh_config(collector: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: ConfigMap
-metadata: {{name: istio, namespace: istio-system}}
-data:
-  mesh: |
-    extensionProviders:
-    - name: otel-tracing
-      opentelemetry: {{service: {collector}, port: {COLLECTOR_OTLP_PORT}}}
-    defaultProviders:
-      tracing: [otel-tracing]
 "#
     )
 }
@@ -245,7 +228,7 @@ pub fn start(mesh: &Mesh, all: &[Workload]) -> Result<L7> {
     let collector_ip = mesh.pod(COLLECTOR_POD.0, COLLECTOR_POD.1).ip().to_string();
     std::fs::write(
         l7.traced_config_dir.join("mesh-config.yaml"),
-        mesh_config(&collector_ip),
+        tracing_mesh_config(&collector_ip, COLLECTOR_OTLP_PORT),
     )?;
     l7.collector = Some(mesh.serve_in_pod(
         COLLECTOR_POD.0,
