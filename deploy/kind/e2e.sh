@@ -75,6 +75,18 @@ title=$(fetch http://productpage:9080/productpage | grep -o '<title>[^<]*</title
 [ "$title" = "<title>Simple Bookstore App</title>" ] || fail "productpage answered '$title'"
 echo "productpage: $title"
 
+step "the ingress gateway routes Bookinfo's Gateway and VirtualService"
+kubectl apply -f "$FIXTURES/bookinfo-gateway.yaml"
+kubectl -n "$MESH_NS" rollout status deployment/istio-ingressgateway --timeout=180s
+gateway_title=""
+for _ in $(seq 1 30); do
+  gateway_title=$(fetch "http://istio-ingressgateway.$MESH_NS/productpage" | grep -o '<title>[^<]*</title>' || true)
+  [ "$gateway_title" = "<title>Simple Bookstore App</title>" ] && break
+  sleep 2
+done
+[ "$gateway_title" = "<title>Simple Bookstore App</title>" ] || fail "the gateway answered '$gateway_title'"
+echo "through the gateway: $gateway_title"
+
 step "the agents saw mutual TLS between the pods"
 found=0
 for pod in $(kubectl -n "$MESH_NS" get pod -l app=mesh-agent -o jsonpath='{.items[*].metadata.name}'); do

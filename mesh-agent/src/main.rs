@@ -71,6 +71,30 @@ impl DnsArgs {
     }
 }
 
+/// Where the gateway and the waypoint read their configuration: a directory, the
+/// Kubernetes API, or both.
+#[derive(clap::Args, Clone)]
+struct ProxyConfigArgs {
+    /// Directory of Kubernetes and Istio YAML to load and watch for changes.
+    #[arg(long)]
+    config_dir: Option<PathBuf>,
+    /// Watch the Kubernetes API (KUBECONFIG, ~/.kube/config or in-cluster).
+    #[arg(long)]
+    kubernetes: bool,
+    /// Watch the Kubernetes API of this kubeconfig (implies --kubernetes).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+}
+
+impl ProxyConfigArgs {
+    fn sources(self) -> l7::routes::ConfigSources {
+        l7::routes::ConfigSources {
+            kubernetes: (self.kubernetes || self.kubeconfig.is_some()).then_some(self.kubeconfig),
+            dir: self.config_dir,
+        }
+    }
+}
+
 /// The agent's TCP listeners for Prometheus and the kubelet's probe.
 #[derive(clap::Args, Clone)]
 struct AdminArgs {
@@ -166,9 +190,8 @@ enum Command {
     /// by VirtualService. Run it inside an enrolled pod: the node agent carries its
     /// upstream connections over HBONE.
     Gateway {
-        /// Directory of Kubernetes and Istio YAML to load and watch for changes.
-        #[arg(long)]
-        config_dir: PathBuf,
+        #[command(flatten)]
+        config: ProxyConfigArgs,
         /// The gateway workload's labels, matched by `Gateway.spec.selector`
         /// (`key=value,key=value`).
         #[arg(long, default_value = "istio=ingressgateway", value_parser = parse_labels)]
@@ -191,9 +214,8 @@ enum Command {
     /// `gateway.networking.k8s.io/gateway-name=<name>`: the node agent terminates HBONE
     /// there and hands each connection over on 127.0.0.1:15088.
     Waypoint {
-        /// Directory of Kubernetes and Istio YAML to load and watch for changes.
-        #[arg(long)]
-        config_dir: PathBuf,
+        #[command(flatten)]
+        config: ProxyConfigArgs,
         /// The waypoint's Gateway (class `istio-waypoint`).
         #[arg(long, default_value = "waypoint")]
         name: String,
@@ -319,6 +341,7 @@ enum ManifestCommand {
     /// Print every object an install needs as YAML (`deploy/mesh.yaml` is the default).
     Generate {
         /// Change a value: crds (true/false: the Istio kinds' CustomResourceDefinitions),
+        /// gateway (true/false: the ingress gateway's Deployment and Service),
         /// namespace, image, imagePullPolicy, captureCgroup, caSecret,
         /// resources.requests.cpu, resources.requests.memory, resources.limits.memory.
         #[arg(long = "set")]
@@ -560,7 +583,7 @@ async fn run(command: Command, started: std::time::Instant) -> Result<()> {
             run_agent(paths, config, cleanup, admin_addrs).await
         }
         Command::Gateway {
-            config_dir,
+            config,
             labels,
             namespace,
             workload,
@@ -569,7 +592,7 @@ async fn run(command: Command, started: std::time::Instant) -> Result<()> {
         } => {
             raise_fd_limit();
             l7::gateway::run(l7::gateway::GatewayOptions {
-                config_dir,
+                config: config.sources(),
                 labels,
                 namespace,
                 workload,
@@ -579,7 +602,7 @@ async fn run(command: Command, started: std::time::Instant) -> Result<()> {
             .await
         }
         Command::Waypoint {
-            config_dir,
+            config,
             name,
             namespace,
             workload,
@@ -590,7 +613,7 @@ async fn run(command: Command, started: std::time::Instant) -> Result<()> {
         } => {
             raise_fd_limit();
             l7::waypoint::run(l7::waypoint::WaypointOptions {
-                config_dir,
+                config: config.sources(),
                 workload: workload.unwrap_or_else(|| name.clone()),
                 name,
                 namespace,

@@ -7,7 +7,8 @@
 //! `kubectl apply` can be followed by Istio objects; `--set crds=false` leaves them out where
 //! Istio's own are installed; see `crds.rs`), the Namespace, the agent's ServiceAccount, a
 //! ClusterRole limited to what the agent's Kubernetes source watches (read-only) and its
-//! binding, and the DaemonSet.
+//! binding, the DaemonSet, and the ingress gateway (`gateway.rs`; `--set gateway=false`
+//! leaves it out).
 //!
 //! The DaemonSet's agent runs in the node's network namespace (`hostNetwork`) and
 //! `privileged`, as istio-cni's node agent does. The capabilities alone would be `BPF` and
@@ -25,6 +26,7 @@
 //! from the Secret `caSecret` (Istio's `cacerts` layout), mounted read-only: create it
 //! before installing (the agent cannot generate one there).
 pub mod crds;
+pub mod gateway;
 
 use std::collections::BTreeMap;
 
@@ -65,6 +67,8 @@ pub enum ManifestError {
 pub struct Values {
     /// Render the Istio kinds' CustomResourceDefinitions.
     pub crds: bool,
+    /// Render the ingress gateway (`gateway.rs`).
+    pub gateway: bool,
     pub namespace: String,
     pub image: String,
     pub image_pull_policy: String,
@@ -77,13 +81,14 @@ pub struct Values {
     pub memory_limit: String,
 }
 
-const KNOWN_KEYS: &str = "crds, namespace, image, imagePullPolicy, captureCgroup, caSecret, \
+const KNOWN_KEYS: &str = "crds, gateway, namespace, image, imagePullPolicy, captureCgroup, caSecret, \
                           resources.requests.cpu, resources.requests.memory, resources.limits.memory";
 
 impl Default for Values {
     fn default() -> Self {
         Values {
             crds: true,
+            gateway: true,
             namespace: "mesh-system".into(),
             image: "localhost/mesh-agent:dev".into(),
             image_pull_policy: "IfNotPresent".into(),
@@ -102,8 +107,13 @@ impl Values {
         let (key, value) = assignment
             .split_once('=')
             .ok_or_else(|| ManifestError::NotKeyValue(assignment.to_string()))?;
-        if key.trim() == "crds" {
-            self.crds = match value.trim() {
+        let flag = match key.trim() {
+            "crds" => Some(&mut self.crds),
+            "gateway" => Some(&mut self.gateway),
+            _ => None,
+        };
+        if let Some(flag) = flag {
+            *flag = match value.trim() {
                 "true" => true,
                 "false" => false,
                 _ => {
@@ -180,12 +190,18 @@ pub fn objects(values: &Values) -> Result<Vec<Value>, ManifestError> {
             kind: "ClusterRole".into(),
             name: AGENT.into(),
         },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: AGENT.into(),
-            namespace: Some(ns.into()),
-            ..Default::default()
-        }]),
+        // The gateway reads what the agent reads.
+        subjects: Some(
+            std::iter::once(AGENT)
+                .chain(values.gateway.then_some(gateway::NAME))
+                .map(|name| Subject {
+                    kind: "ServiceAccount".into(),
+                    name: name.into(),
+                    namespace: Some(ns.into()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
     };
     let mut out = Vec::new();
     if values.crds {
@@ -203,6 +219,19 @@ pub fn objects(values: &Values) -> Result<Vec<Value>, ManifestError> {
         render("ClusterRoleBinding", serde_json::to_value(binding))?,
         render("DaemonSet", serde_json::to_value(daemon_set(values)))?,
     ]);
+    if values.gateway {
+        out.extend([
+            render(
+                "ServiceAccount",
+                serde_json::to_value(gateway::service_account(values)),
+            )?,
+            render(
+                "Deployment",
+                serde_json::to_value(gateway::deployment(values)),
+            )?,
+            render("Service", serde_json::to_value(gateway::service(values)))?,
+        ]);
+    }
     Ok(out)
 }
 

@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -31,7 +30,7 @@ use super::forward::Upstream;
 use super::metrics::{HttpMetrics, ProxyIdentity};
 use super::proxy::{EntryPoint, HttpProxy};
 use super::reply;
-use super::routes::FollowedRoutes;
+use super::routes::{ConfigSources, FollowedRoutes};
 use super::server;
 use super::tcp;
 use super::tls;
@@ -39,7 +38,7 @@ use super::tls;
 /// What `mesh-agent gateway` is given.
 #[derive(Debug, Clone)]
 pub struct GatewayOptions {
-    pub config_dir: PathBuf,
+    pub config: ConfigSources,
     /// The gateway workload's labels, which `Gateway.spec.selector` is matched against.
     pub labels: BTreeMap<String, String>,
     /// The gateway's namespace (DestinationRule lookup, `source_workload_namespace`).
@@ -195,7 +194,7 @@ pub async fn run(options: GatewayOptions) -> anyhow::Result<()> {
         proxy_namespace: Some(options.namespace.clone()),
         ..TableOptions::default()
     };
-    let followed = FollowedRoutes::watch(&options.config_dir, table_options)?;
+    let followed = FollowedRoutes::watch(&options.config, table_options).await?;
     let routes = followed.routes.clone();
     let proxy = Arc::new(HttpProxy {
         routes: routes.clone(),

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use mesh_config::{ConfigStore, DirSource, Snapshot};
+use mesh_config::{ConfigStore, DirSource, KubeSource, Snapshot};
 use mesh_l7::{LbState, RouteTable, TableOptions};
 
 /// The current table, the state kept across tables, and the store they come from.
@@ -99,28 +99,62 @@ impl Routes {
     }
 }
 
-/// A table following a configuration directory: the directory's watcher and the rebuild
-/// task live as long as this value (what the gateway and the waypoint both run on).
+/// Where a proxy's configuration comes from: a watched directory (the lab, the demo), the
+/// Kubernetes API (a cluster: in-cluster credentials, or a kubeconfig), or both, as for
+/// the node agent's `run`.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSources {
+    pub dir: Option<std::path::PathBuf>,
+    /// `Some(None)`: KUBECONFIG, `~/.kube/config` or in-cluster; `Some(Some(path))`: that
+    /// kubeconfig.
+    pub kubernetes: Option<Option<std::path::PathBuf>>,
+}
+
+/// A table following its configuration sources: their watchers and the rebuild task live
+/// as long as this value (what the gateway and the waypoint both run on).
 pub struct FollowedRoutes {
     pub routes: Arc<Routes>,
-    _source: DirSource,
+    _dir: Option<DirSource>,
+    _kube: Option<KubeSource>,
     follow: tokio::task::JoinHandle<()>,
 }
 
 impl FollowedRoutes {
-    /// Loads `config_dir`, watches it, and rebuilds the table on every change.
-    pub fn watch(
-        config_dir: &std::path::Path,
+    /// Loads the sources, watches them, and rebuilds the table on every change.
+    pub async fn watch(
+        sources: &ConfigSources,
         options: TableOptions,
     ) -> anyhow::Result<FollowedRoutes> {
+        anyhow::ensure!(
+            sources.dir.is_some() || sources.kubernetes.is_some(),
+            "no configuration source: give --config-dir, --kubernetes or --kubeconfig"
+        );
         let store = Arc::new(ConfigStore::default());
-        let source = DirSource::spawn(config_dir.to_path_buf(), store.clone())
-            .with_context(|| format!("watching the config directory {}", config_dir.display()))?;
+        let dir = match &sources.dir {
+            Some(dir) => Some(
+                DirSource::spawn(dir.clone(), store.clone())
+                    .with_context(|| format!("watching the config directory {}", dir.display()))?,
+            ),
+            None => None,
+        };
+        let kube = match &sources.kubernetes {
+            Some(kubeconfig) => {
+                let client = mesh_config::source::kube::kube_client(kubeconfig.as_deref())
+                    .await
+                    .context("connecting to the Kubernetes API")?;
+                Some(
+                    KubeSource::spawn(client, store.clone())
+                        .context("watching the Kubernetes API")?,
+                )
+            }
+            None => None,
+        };
         let routes = Routes::new(&store, options);
         let follow = routes.follow(store);
         Ok(FollowedRoutes {
             routes,
-            _source: source,
+            _dir: dir,
+            _kube: kube,
             follow,
         })
     }

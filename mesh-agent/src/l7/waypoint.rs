@@ -17,7 +17,6 @@
 //! client's workload and principal.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -27,13 +26,13 @@ use tokio::net::{TcpListener, TcpStream};
 use super::forward::Upstream;
 use super::metrics::{HttpMetrics, ProxyIdentity};
 use super::proxy::{Connection, EntryPoint, HttpProxy, MeshConnection};
-use super::routes::FollowedRoutes;
+use super::routes::{ConfigSources, FollowedRoutes};
 use crate::handoff;
 
 /// What `mesh-agent waypoint` is given.
 #[derive(Debug, Clone)]
 pub struct WaypointOptions {
-    pub config_dir: PathBuf,
+    pub config: ConfigSources,
     /// The waypoint's Gateway (class `istio-waypoint`): its name and namespace.
     pub name: String,
     pub namespace: String,
@@ -61,7 +60,7 @@ pub async fn run(options: WaypointOptions) -> anyhow::Result<()> {
         root_namespace: options.root_namespace.clone(),
         ..TableOptions::default()
     };
-    let followed = FollowedRoutes::watch(&options.config_dir, table_options)?;
+    let followed = FollowedRoutes::watch(&options.config, table_options).await?;
     let routes = followed.routes.clone();
     let proxy = Arc::new(HttpProxy {
         routes: routes.clone(),

@@ -44,7 +44,10 @@ fn every_document_parses_back_as_its_typed_object() {
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
-            "DaemonSet"
+            "DaemonSet",
+            "ServiceAccount",
+            "Deployment",
+            "Service"
         ]
     );
     for crd in &objects[..crds] {
@@ -55,6 +58,9 @@ fn every_document_parses_back_as_its_typed_object() {
     round_trip::<ClusterRole>(&objects[crds + 2]);
     round_trip::<ClusterRoleBinding>(&objects[crds + 3]);
     round_trip::<DaemonSet>(&objects[crds + 4]);
+    round_trip::<ServiceAccount>(&objects[crds + 5]);
+    round_trip::<k8s_openapi::api::apps::v1::Deployment>(&objects[crds + 6]);
+    round_trip::<k8s_openapi::api::core::v1::Service>(&objects[crds + 7]);
     // And the YAML text reads back to the same documents.
     let text = generate(&Values::default()).unwrap();
     let docs: Vec<Value> = text
@@ -121,4 +127,65 @@ fn the_cluster_role_reads_every_kind_with_a_crd() {
         });
         assert!(readable, "the ClusterRole cannot watch {}", kind.crd_name());
     }
+}
+
+/// The ingress gateway is Istio's: what Bookinfo's Gateway selects, on Istio's ports, in
+/// the mesh (ambient), unprivileged, reading the API with the agent's role.
+#[test]
+fn the_ingress_gateway_is_selected_by_bookinfos_gateway_and_runs_unprivileged() {
+    let objects = objects(&Values::default()).unwrap();
+    let deployment = find(&objects, "Deployment");
+    let template = &deployment["spec"]["template"];
+    assert_eq!(template["metadata"]["labels"]["istio"], "ingressgateway");
+    assert_eq!(
+        template["metadata"]["labels"]["istio.io/dataplane-mode"],
+        "ambient"
+    );
+    let pod = &template["spec"];
+    assert_eq!(pod["serviceAccountName"], "istio-ingressgateway");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"][0],
+        "ALL"
+    );
+    assert!(container["securityContext"].get("privileged").is_none());
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(args[..2], ["gateway", "--kubernetes"]);
+    assert!(args.contains(&"istio=ingressgateway,app=istio-ingressgateway"));
+    // The Service carries the port bookinfo-gateway.yaml's server listens on to that port.
+    assert_eq!(
+        pod["securityContext"]["sysctls"][0]["name"],
+        "net.ipv4.ip_unprivileged_port_start"
+    );
+    let service = find(&objects, "Service");
+    assert_eq!(service["spec"]["type"], "LoadBalancer");
+    assert_eq!(service["spec"]["ports"][0]["port"], 80);
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], 80);
+    assert_eq!(service["spec"]["selector"]["istio"], "ingressgateway");
+    let bookinfo_gateway = crate::demo::config::BOOKINFO[1].1;
+    assert!(
+        bookinfo_gateway.contains("number: 80\n"),
+        "{bookinfo_gateway}"
+    );
+    assert!(bookinfo_gateway.contains("istio: ingressgateway"));
+    // Bound to the role the agent reads with.
+    let binding = find(&objects, "ClusterRoleBinding");
+    let subjects: Vec<&str> = binding["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(subjects, ["mesh-agent", "istio-ingressgateway"]);
+
+    let mut values = Values::default();
+    values.set("gateway=false").unwrap();
+    let objects = super::objects(&values).unwrap();
+    assert!(objects.iter().all(|o| o["kind"] != "Deployment"));
 }
