@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end on kind: build the image, create a cluster, install the mesh, run Bookinfo
-# in an ambient namespace, and check that requests are answered, that pod-to-pod traffic
-# is mutual TLS, and that the agents count it.
+# in an ambient namespace, and check that requests are answered (directly, through the
+# ingress gateway, and routed by a waypoint), that pod-to-pod traffic is mutual TLS, and
+# that the agents count it.
 #
 # Needs: docker (kind's nodes), kind, kubectl, openssl, and this repository's
 # `cargo xtask image` (podman + runc). Requests are made from inside the mesh with
@@ -10,6 +11,7 @@
 # Bookinfo's images from their registries: it cannot run where no registry is reachable.
 #
 # Environment: CLUSTER (default mesh-e2e), IMAGE (default localhost/mesh-agent:dev),
+# GATEWAY_API_CRDS (the Gateway API's standard-install.yaml, for the waypoint's Gateway),
 # KEEP=1 keeps the cluster afterwards.
 set -euo pipefail
 
@@ -19,6 +21,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d)
 MESH_NS=mesh-system
 FIXTURES="$ROOT/tests/fixtures/istio-bookinfo"
+GATEWAY_API_CRDS=${GATEWAY_API_CRDS:-https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.2.1/standard-install.yaml}
 
 need() {
   command -v "$1" >/dev/null 2>&1 || { echo "e2e: '$1' is needed and not installed" >&2; exit 2; }
@@ -86,6 +89,24 @@ for _ in $(seq 1 30); do
 done
 [ "$gateway_title" = "<title>Simple Bookstore App</title>" ] || fail "the gateway answered '$gateway_title'"
 echo "through the gateway: $gateway_title"
+
+step "a waypoint applies Bookinfo's VirtualService: reviews v1 only, no stars"
+# A waypoint is a Gateway API Gateway: its CRDs come from that project, as with Istio.
+kubectl get crd gateways.gateway.networking.k8s.io >/dev/null 2>&1 \
+  || kubectl apply -f "$GATEWAY_API_CRDS"
+kubectl wait --for=condition=Established --timeout=60s crd/gateways.gateway.networking.k8s.io
+(cd "$ROOT" && cargo run -q -p mesh-agent -- manifest waypoint --namespace default --set "image=$IMAGE") \
+  | kubectl apply -f -
+kubectl rollout status deployment/waypoint --timeout=180s
+kubectl label service reviews istio.io/use-waypoint=waypoint --overwrite
+kubectl apply -f "$FIXTURES/virtual-service-all-v1.yaml"
+sleep 5
+for _ in $(seq 1 10); do
+  page=$(fetch http://productpage:9080/productpage)
+  grep -q '<title>Simple Bookstore App</title>' <<<"$page" || fail "productpage did not answer through the waypoint"
+  if grep -q 'glyphicon-star' <<<"$page"; then fail "a reviews version with stars answered despite all-v1"; fi
+done
+echo "10 product pages, reviews v1 each time"
 
 step "the agents saw mutual TLS between the pods"
 found=0

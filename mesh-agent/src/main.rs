@@ -347,6 +347,19 @@ enum ManifestCommand {
         #[arg(long = "set")]
         set: Vec<String>,
     },
+    /// Print a namespace's waypoint: its Gateway (class istio-waypoint) and the
+    /// Deployment, ServiceAccount and binding istiod would create for it (`kubectl apply
+    /// -f -`; then label Services or the namespace `istio.io/use-waypoint: <name>`).
+    Waypoint {
+        /// The Gateway's name.
+        #[arg(long, default_value = "waypoint")]
+        name: String,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Change a value: image, imagePullPolicy.
+        #[arg(long = "set")]
+        set: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -757,6 +770,24 @@ async fn run(command: Command, started: std::time::Instant) -> Result<()> {
                 values.set(assignment)?;
             }
             print!("{}", mesh_agent::manifest::generate(&values)?);
+            Ok(())
+        }
+        Command::Manifest {
+            command:
+                ManifestCommand::Waypoint {
+                    name,
+                    namespace,
+                    set,
+                },
+        } => {
+            let mut values = mesh_agent::manifest::Values::default();
+            for assignment in &set {
+                values.set(assignment)?;
+            }
+            print!(
+                "{}",
+                mesh_agent::manifest::generate_waypoint(&values, &name, &namespace)?
+            );
             Ok(())
         }
         Command::Cni { command } => cni_command(command),

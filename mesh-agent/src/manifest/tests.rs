@@ -189,3 +189,74 @@ fn the_ingress_gateway_is_selected_by_bookinfos_gateway_and_runs_unprivileged() 
     let objects = super::objects(&values).unwrap();
     assert!(objects.iter().all(|o| o["kind"] != "Deployment"));
 }
+
+/// A waypoint from `manifest waypoint` is what the mesh recognises as one: its Gateway is
+/// read as class istio-waypoint, and its pods carry the Gateway's name, are enrolled, and
+/// run `mesh-agent waypoint --kubernetes` unprivileged under the waypoint's own identity.
+#[test]
+fn a_generated_waypoint_is_read_as_the_namespaces_waypoint() {
+    let text = generate_waypoint(&Values::default(), "reviews-wp", "bookinfo").unwrap();
+    let loaded = mesh_config::load_str(&text, None).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let kinds: Vec<String> = loaded
+        .objects
+        .iter()
+        .map(|o| o.object.kind().to_string())
+        .collect();
+    assert!(kinds.iter().any(|k| k.contains("Gateway")), "{kinds:?}");
+    // The snapshot knows the waypoint, and its Deployment's pods are that waypoint's.
+    let snap = mesh_config::Snapshot::build(&loaded).unwrap_or_else(|e| panic!("{e}"));
+    let waypoint = mesh_config::snapshot::WaypointRef {
+        namespace: "bookinfo".into(),
+        name: "reviews-wp".into(),
+    };
+    assert!(snap.waypoints.contains_key(&waypoint.key()));
+    let pod = &snap.workloads["bookinfo/reviews-wp-0"];
+    assert!(waypoint.runs_on(&pod.namespace, &pod.labels));
+    assert!(pod.ambient);
+    assert_eq!(pod.service_account, "reviews-wp");
+    let objects = waypoint::objects(&Values::default(), "reviews-wp", "bookinfo").unwrap();
+    assert_eq!(objects[0]["spec"]["gatewayClassName"], "istio-waypoint");
+    let deployment = find(&objects, "Deployment");
+    let template = &deployment["spec"]["template"];
+    assert_eq!(
+        template["metadata"]["labels"]["gateway.networking.k8s.io/gateway-name"],
+        "reviews-wp"
+    );
+    assert_eq!(
+        template["metadata"]["labels"]["istio.io/dataplane-mode"],
+        "ambient"
+    );
+    assert_eq!(template["spec"]["serviceAccountName"], "reviews-wp");
+    let container = &template["spec"]["containers"][0];
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"][0],
+        "ALL"
+    );
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        args[..6],
+        [
+            "waypoint",
+            "--kubernetes",
+            "--name",
+            "reviews-wp",
+            "--namespace",
+            "bookinfo"
+        ]
+    );
+    let binding = find(&objects, "ClusterRoleBinding");
+    assert_eq!(binding["roleRef"]["name"], "mesh-agent");
+    assert_eq!(binding["subjects"][0]["namespace"], "bookinfo");
+    fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) {
+        let typed: T = serde_json::from_value(doc.clone()).unwrap();
+        assert_eq!(&serde_json::to_value(typed).unwrap(), doc);
+    }
+    round_trip::<ServiceAccount>(&objects[1]);
+    round_trip::<ClusterRoleBinding>(&objects[2]);
+    round_trip::<k8s_openapi::api::apps::v1::Deployment>(&objects[3]);
+}
