@@ -1,5 +1,9 @@
 //! `mesh-agent`: the node agent and its companion commands.
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -68,6 +72,22 @@ impl DnsArgs {
             cluster_domain: self.cluster_domain,
             cache_entries: self.cache_entries,
         }
+    }
+}
+
+/// A YAML file, as `kubectl` takes it (`-f FILE`) or as a plain argument.
+#[derive(clap::Args, Clone)]
+struct FileArg {
+    #[arg(short = 'f', long = "filename", conflicts_with = "path")]
+    filename: Option<PathBuf>,
+    path: Option<PathBuf>,
+}
+
+impl FileArg {
+    fn get(self) -> Result<PathBuf> {
+        self.filename
+            .or(self.path)
+            .context("which file? give -f FILE")
     }
 }
 
@@ -306,11 +326,25 @@ enum Command {
         #[arg(long, value_enum, default_value = "json")]
         format: DumpFormat,
     },
-    /// Apply a YAML file to a running agent (what `kubectl apply -f` is to a cluster).
+    /// Apply a YAML file (what `kubectl apply -f` is to a cluster): to the agent `--name`
+    /// when its API socket exists, else to the running demo.
     Apply {
         #[command(flatten)]
         paths: AgentPaths,
-        file: PathBuf,
+        /// The demo to apply to, by pid, when several run.
+        #[arg(long)]
+        demo: Option<u32>,
+        #[command(flatten)]
+        file: FileArg,
+    },
+    /// Delete the objects a YAML file names from the running demo (what was applied to it
+    /// with `mesh-agent apply`), as `kubectl delete -f`.
+    Delete {
+        /// The demo, by pid, when several run.
+        #[arg(long)]
+        demo: Option<u32>,
+        #[command(flatten)]
+        file: FileArg,
     },
     /// Kubernetes manifests to install the mesh (as `istioctl manifest generate`).
     Manifest {
@@ -673,7 +707,16 @@ async fn run(command: Command, started: std::time::Instant) -> Result<()> {
             }
             Ok(())
         }
-        Command::Apply { paths, file } => {
+        Command::Apply { paths, demo, file } => {
+            let file = file.get()?;
+            if demo.is_some() || !paths.api_socket().exists() {
+                let records = demo::control::running_demos(Path::new(demo::control::RECORD_DIR));
+                let target = demo::control::choose(records, demo)?;
+                for line in demo::control::apply(&target, &file)? {
+                    println!("{line}");
+                }
+                return Ok(());
+            }
             let yaml =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let name = file
@@ -684,6 +727,15 @@ async fn run(command: Command, started: std::time::Instant) -> Result<()> {
                 .apply_config(&name, yaml)
                 .await?;
             println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(())
+        }
+        Command::Delete { demo, file } => {
+            let file = file.get()?;
+            let records = demo::control::running_demos(Path::new(demo::control::RECORD_DIR));
+            let target = demo::control::choose(records, demo)?;
+            for line in demo::control::delete(&target, &file)? {
+                println!("{line}");
+            }
             Ok(())
         }
         Command::Uninstall { paths } => {

@@ -3,7 +3,7 @@
 //! localhost port, then SIGTERM, and nothing of it left on the host.
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -158,6 +158,8 @@ fn leftovers(lab_id: &str, demo_pid: u32, nodes: usize) -> Result<Vec<String>> {
         cgroup,
         std::env::temp_dir().join(format!("mesh-demo-{demo_pid}")),
         std::env::temp_dir().join(format!("mesh-ca-{lab_id}")),
+        // What `mesh-agent apply` finds the demo by.
+        PathBuf::from(format!("/run/mesh-demo/{demo_pid}.json")),
     ];
     for node in 1..=nodes {
         paths.push(PathBuf::from(format!(
@@ -483,7 +485,9 @@ fn bookinfo_with_waypoint(name: &str, extra: &[&str]) -> Result<ConfigDir> {
 
 /// Bookinfo's "request routing" task as a user runs it: the unchanged Bookinfo files plus
 /// a waypoint and `virtual-service-reviews-jason-v2-v3.yaml`; the product page shows
-/// black stars (v2) to jason once logged in, red stars (v3) to everyone else.
+/// black stars (v2) to jason once logged in, red stars (v3) to everyone else. Then
+/// `mesh-agent apply -f virtual-service-all-v1.yaml` sends everyone to v1, and
+/// `mesh-agent delete -f` the same file brings the jason route back.
 #[test]
 fn demo_with_a_waypoint_routes_bookinfo_reviews_by_user() -> Result<()> {
     let dir = bookinfo_with_waypoint("waypoint", &["virtual-service-reviews-jason-v2-v3.yaml"])?;
@@ -511,6 +515,64 @@ fn demo_with_a_waypoint_routes_bookinfo_reviews_by_user() -> Result<()> {
         assert_eq!(page(&[])?, "v3");
         assert_eq!(page(&["--cookie", "user=jason"])?, "v2");
     }
+
+    // `mesh-agent apply -f` / `delete -f` reach the running demo, as kubectl its cluster
+    // (`--demo`: other tests' demos run beside this one). all-v1's `reviews` replaces the
+    // jason route of the same name; deleting it brings that route back.
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/istio-bookinfo");
+    let all_v1 = fixtures.join("virtual-service-all-v1.yaml");
+    let control = |verb: &str, file: &Path| -> Result<(bool, String)> {
+        let out = Command::new(agent_bin())
+            .args([verb, "--demo", &demo.child.id().to_string(), "-f"])
+            .arg(file)
+            .output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((out.status.success(), text))
+    };
+    let (ok, said) = control("apply", &all_v1)?;
+    ensure!(
+        ok && said.contains("VirtualService default/reviews created"),
+        "{said}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while page(&["--cookie", "user=jason"])? != "v1" {
+        ensure!(Instant::now() < deadline, "all-v1 never took effect");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for _ in 0..10 {
+        assert_eq!(page(&[])?, "v1");
+        assert_eq!(page(&["--cookie", "user=jason"])?, "v1");
+    }
+    // A broken file is refused whole, naming it and the field, without a backtrace.
+    let broken = dir.0.join("broken.yaml.in");
+    std::fs::write(
+        &broken,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec: {hostz: [reviews]}\n",
+    )?;
+    let (ok, said) = control("apply", &broken)?;
+    ensure!(
+        !ok && said.contains("broken.yaml.in")
+            && said.contains("hostz")
+            && !said.contains("stack backtrace"),
+        "{said}"
+    );
+    assert_eq!(page(&[])?, "v1");
+    let (ok, said) = control("delete", &all_v1)?;
+    ensure!(
+        ok && said.contains("VirtualService default/reviews deleted"),
+        "{said}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while page(&["--cookie", "user=jason"])? != "v2" {
+        ensure!(Instant::now() < deadline, "the jason route never came back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(page(&[])?, "v3");
+
     let pid = demo.child.id();
     let lab_id = demo.lab_id.clone();
     ensure!(demo.terminate()?.success());

@@ -30,6 +30,7 @@ use crate::{
 
 pub mod config;
 pub mod console;
+pub mod control;
 pub mod ingress;
 pub mod plan;
 pub mod prometheus;
@@ -138,6 +139,7 @@ fn sweep_killed_demos() {
         let tmp = std::env::temp_dir();
         let mut paths = vec![
             tmp.join(format!("mesh-demo-{}", lab.owner_pid)),
+            Path::new(control::RECORD_DIR).join(format!("{}.json", lab.owner_pid)),
             tmp.join(format!("mesh-ca-{}", lab.id)),
             tmp.join(format!("mesh-demo-prometheus-{}", lab.id)),
         ];
@@ -151,7 +153,12 @@ fn sweep_killed_demos() {
             paths.extend(named_after_lab);
         }
         for path in paths.iter().filter(|p| p.exists()) {
-            if let Err(e) = std::fs::remove_dir_all(path) {
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path)
+            };
+            if let Err(e) = removed {
                 eprintln!("removing {}: {e}", path.display());
             }
         }
@@ -363,7 +370,10 @@ async fn demo(
             Err(e) => say!("\nwarning: {e}"),
         }
     }
-    print_usage(plan, running, config_dir, bookinfo, options);
+    // From here `mesh-agent apply -f` and `delete -f` find this demo.
+    let _record =
+        control::record(config_dir).context("recording the demo for `mesh-agent apply`")?;
+    print_usage(plan, running, bookinfo, options);
 
     match options.duration {
         Some(duration) => tokio::time::sleep(duration).await,
@@ -570,13 +580,7 @@ async fn wait_until_served(listen: SocketAddr, path: &str, want_ok: bool) -> Res
     }
 }
 
-fn print_usage(
-    plan: &Plan,
-    running: &Running,
-    config_dir: &Path,
-    bookinfo: bool,
-    options: &DemoOptions,
-) {
+fn print_usage(plan: &Plan, running: &Running, bookinfo: bool, options: &DemoOptions) {
     let url = format!("http://{}", options.listen);
     say!();
     if let Some(console) = &running.console {
@@ -604,9 +608,9 @@ fn print_usage(
         say!("  curl -s {url}/");
     }
     say!(
-        "  cp my-virtual-service.yaml {}/   # agents and gateway reload it",
-        config_dir.display()
+        "  mesh-agent apply -f my-virtual-service.yaml    # the agents, gateway and waypoints reload it"
     );
+    say!("  mesh-agent delete -f my-virtual-service.yaml   # and back");
     if let Some((agent, _)) = running.agents.first() {
         say!(
             "  mesh-agent status --name {} --state-dir {}",
