@@ -581,6 +581,123 @@ fn demo_with_a_waypoint_routes_bookinfo_reviews_by_user() -> Result<()> {
     Ok(())
 }
 
+/// Istio's Bookinfo tasks, each applied to the running demo with `mesh-agent apply -f` as
+/// a user follows the docs, checked through the gateway on localhost over enough pages:
+/// all-v1; 80/20 (within 5 points over 200 pages); jason to v2 and everyone else to v3;
+/// the ratings delay for jason (his page shows the reviews error once the product page
+/// gives up, others are served); the ratings abort for jason ("Ratings service is
+/// currently unavailable"); the details abort at its 100 %.
+#[test]
+fn bookinfos_tasks_applied_to_the_running_demo_behave_as_istio_documents() -> Result<()> {
+    let dir = bookinfo_with_waypoint("tasks", &[])?;
+    let config = dir.0.to_string_lossy().into_owned();
+    let mut demo = Demo::start(&["--config", &config])?;
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/istio-bookinfo");
+    let apply = |file: &str| -> Result<()> {
+        let out = Command::new(agent_bin())
+            .args(["apply", "--demo", &demo.child.id().to_string(), "-f"])
+            .arg(fixtures.join(file))
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "apply {file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    let page = |jason: bool| -> Result<String> {
+        let extra: &[&str] = if jason {
+            &["--cookie", "user=jason"]
+        } else {
+            &[]
+        };
+        let (status, body) = demo.curl("/productpage", extra)?;
+        ensure!(status == 200, "status {status}: {body}");
+        Ok(body)
+    };
+    let version = |jason: bool| -> Result<&'static str> { reviews_version(&page(jason)?) };
+    // A change is seen once the waypoint has read it: wait for its first sign.
+    let until = |what: &str, done: &dyn Fn() -> Result<bool>| -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done()? {
+            ensure!(Instant::now() < deadline, "{what} never took effect");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    };
+
+    apply("virtual-service-all-v1.yaml")?;
+    until("all-v1", &|| {
+        Ok(version(false)? == "v1" && version(true)? == "v1")
+    })?;
+    for _ in 0..20 {
+        ensure!(version(false)? == "v1", "all-v1 served another version");
+    }
+
+    apply("virtual-service-reviews-80-20.yaml")?;
+    until("80/20", &|| Ok(version(false)? == "v2"))?;
+    let mut v1 = 0;
+    const PAGES: usize = 200;
+    for _ in 0..PAGES {
+        match version(false)? {
+            "v1" => v1 += 1,
+            "v2" => {}
+            other => bail!("80/20 served {other}"),
+        }
+    }
+    let share = v1 as f64 / PAGES as f64;
+    ensure!(
+        (0.75..=0.85).contains(&share),
+        "v1 served {share:.2} of {PAGES} pages, not 0.80 ± 0.05"
+    );
+
+    apply("virtual-service-reviews-jason-v2-v3.yaml")?;
+    until("jason-v2-v3", &|| Ok(version(false)? == "v3"))?;
+    for _ in 0..10 {
+        ensure!(version(true)? == "v2" && version(false)? == "v3");
+    }
+
+    const REVIEWS_DOWN: &str = "Sorry, product reviews are currently unavailable for this book.";
+    apply("virtual-service-ratings-test-delay.yaml")?;
+    until("the ratings delay", &|| {
+        Ok(page(true)?.contains(REVIEWS_DOWN))
+    })?;
+    ensure!(page(true)?.contains(REVIEWS_DOWN));
+    ensure!(
+        version(false)? == "v3",
+        "others are affected by jason's delay"
+    );
+
+    apply("virtual-service-ratings-test-abort.yaml")?;
+    until("the ratings abort", &|| {
+        Ok(page(true)?.contains("Ratings service is currently unavailable"))
+    })?;
+    let others = page(false)?;
+    ensure!(
+        !others.contains("Ratings service is currently unavailable"),
+        "others see jason's abort: {others}"
+    );
+
+    const DETAILS_DOWN: &str = "Sorry, product details are currently unavailable for this book.";
+    apply("fault-injection-details-v1.yaml")?;
+    until("the details abort", &|| {
+        Ok(page(false)?.contains(DETAILS_DOWN))
+    })?;
+    for _ in 0..10 {
+        ensure!(
+            page(false)?.contains(DETAILS_DOWN),
+            "the details abort is at 100 %"
+        );
+    }
+
+    let pid = demo.child.id();
+    let lab_id = demo.lab_id.clone();
+    ensure!(demo.terminate()?.success());
+    let left = leftovers(&lab_id, pid, 2)?;
+    ensure!(left.is_empty(), "left behind after SIGTERM: {left:#?}");
+    Ok(())
+}
+
 /// One instant query to Prometheus's HTTP API: the result vector.
 fn prometheus_query(base: &str, promql: &str) -> Result<Vec<Value>> {
     let out = Command::new("curl")
