@@ -12,7 +12,7 @@ use mesh_identity::{CertManager, CertificateAuthority, SpiffeId};
 use serde::Serialize;
 use tokio::{sync::Mutex, task::JoinHandle};
 
-use mesh_config::{ConfigStore, DirSource, KubeSource, store::StoreStatus};
+use mesh_config::{ConfigStore, store::StoreStatus};
 
 use crate::{
     dns::{NodeDns, PodDns, server::DnsListeners},
@@ -174,10 +174,8 @@ pub struct Agent {
     node: Arc<NodeProxy>,
     /// What every pod's DNS server shares: configuration, upstream resolvers, cache.
     dns: Arc<NodeDns>,
-    /// Watches `config_dir` while it lives.
-    _config_source: Option<DirSource>,
-    /// Watches the Kubernetes API while it lives.
-    _kube_source: Option<KubeSource>,
+    /// Watches `config_dir` and the Kubernetes API while it lives.
+    _config_sources: crate::config_source::Watching,
 }
 
 #[derive(Serialize)]
@@ -227,25 +225,12 @@ impl Agent {
                 cluster_domain: config.dns.cluster_domain.clone(),
             },
         }));
-        let config_source = match &config.config_dir {
-            Some(dir) => Some(
-                DirSource::spawn(dir.clone(), config_store.clone())
-                    .with_context(|| format!("watching the config directory {}", dir.display()))?,
-            ),
-            None => None,
-        };
-        let kube_source = match &config.kubernetes {
-            Some(kubeconfig) => {
-                let client = mesh_config::source::kube::kube_client(kubeconfig.as_deref())
-                    .await
-                    .context("connecting to the Kubernetes API")?;
-                Some(
-                    KubeSource::spawn(client, config_store.clone())
-                        .context("watching the Kubernetes API")?,
-                )
-            }
-            None => None,
-        };
+        let config_sources = crate::config_source::ConfigSources {
+            dir: config.config_dir.clone(),
+            kubernetes: config.kubernetes.clone(),
+        }
+        .watch(&config_store)
+        .await?;
         let ca = CertificateAuthority::load_or_create(&config.ca_dir, &config.trust_domain)
             .with_context(|| format!("loading the mesh CA from {}", config.ca_dir.display()))?;
         let stats = Arc::new(ConnectionStats::default());
@@ -292,8 +277,7 @@ impl Agent {
             redirector: Mutex::new(redirector),
             pods: Mutex::new(BTreeMap::new()),
             node,
-            _config_source: config_source,
-            _kube_source: kube_source,
+            _config_sources: config_sources,
             config,
         });
         agent.restore().await;

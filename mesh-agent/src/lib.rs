@@ -7,6 +7,7 @@ pub mod agent;
 pub mod api;
 pub mod app;
 pub mod cni;
+pub mod config_source;
 pub mod demo;
 pub mod dns;
 pub mod enrollment;

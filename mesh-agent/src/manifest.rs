@@ -36,8 +36,8 @@ use k8s_openapi::{
         apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet},
         core::v1::{
             Capabilities, Container, ContainerPort, HTTPGetAction, HostPathVolumeSource, Namespace,
-            PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource,
-            SecurityContext, ServiceAccount, Toleration, Volume, VolumeMount,
+            PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+            SecretVolumeSource, SecurityContext, ServiceAccount, Toleration, Volume, VolumeMount,
         },
         rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject},
     },
@@ -158,6 +158,33 @@ fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
             "app.kubernetes.io/part-of".to_string(),
             "mesh".to_string(),
         )])),
+        ..Default::default()
+    }
+}
+
+/// Istio's proxy user, which the gateway's and the waypoints' pods run as.
+const PROXY_UID: i64 = 1337;
+
+/// The gateway's and the waypoints' container: no capability, no privilege escalation, a
+/// read-only root (they write nothing).
+fn proxy_container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Their pods: as the proxy user, never root.
+fn proxy_pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(PROXY_UID),
+        run_as_group: Some(PROXY_UID),
         ..Default::default()
     }
 }

@@ -7,9 +7,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use mesh_config::{ConfigStore, DirSource, KubeSource, Snapshot};
+use mesh_config::{ConfigStore, Snapshot};
+
+pub use crate::config_source::ConfigSources;
+use crate::config_source::Watching;
 use mesh_l7::{LbState, RouteTable, TableOptions};
 
 /// The current table, the state kept across tables, and the store they come from.
@@ -99,23 +101,11 @@ impl Routes {
     }
 }
 
-/// Where a proxy's configuration comes from: a watched directory (the lab, the demo), the
-/// Kubernetes API (a cluster: in-cluster credentials, or a kubeconfig), or both, as for
-/// the node agent's `run`.
-#[derive(Debug, Clone, Default)]
-pub struct ConfigSources {
-    pub dir: Option<std::path::PathBuf>,
-    /// `Some(None)`: KUBECONFIG, `~/.kube/config` or in-cluster; `Some(Some(path))`: that
-    /// kubeconfig.
-    pub kubernetes: Option<Option<std::path::PathBuf>>,
-}
-
 /// A table following its configuration sources: their watchers and the rebuild task live
 /// as long as this value (what the gateway and the waypoint both run on).
 pub struct FollowedRoutes {
     pub routes: Arc<Routes>,
-    _dir: Option<DirSource>,
-    _kube: Option<KubeSource>,
+    _sources: Watching,
     follow: tokio::task::JoinHandle<()>,
 }
 
@@ -130,31 +120,12 @@ impl FollowedRoutes {
             "no configuration source: give --config-dir, --kubernetes or --kubeconfig"
         );
         let store = Arc::new(ConfigStore::default());
-        let dir = match &sources.dir {
-            Some(dir) => Some(
-                DirSource::spawn(dir.clone(), store.clone())
-                    .with_context(|| format!("watching the config directory {}", dir.display()))?,
-            ),
-            None => None,
-        };
-        let kube = match &sources.kubernetes {
-            Some(kubeconfig) => {
-                let client = mesh_config::source::kube::kube_client(kubeconfig.as_deref())
-                    .await
-                    .context("connecting to the Kubernetes API")?;
-                Some(
-                    KubeSource::spawn(client, store.clone())
-                        .context("watching the Kubernetes API")?,
-                )
-            }
-            None => None,
-        };
+        let watching = sources.watch(&store).await?;
         let routes = Routes::new(&store, options);
         let follow = routes.follow(store);
         Ok(FollowedRoutes {
             routes,
-            _dir: dir,
-            _kube: kube,
+            _sources: watching,
             follow,
         })
     }

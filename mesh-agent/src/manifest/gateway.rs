@@ -20,9 +20,8 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec},
         core::v1::{
-            Capabilities, Container, ContainerPort, HTTPGetAction, PodSecurityContext, PodSpec,
-            PodTemplateSpec, Probe, ResourceRequirements, SecurityContext, Service, ServiceAccount,
-            ServicePort, ServiceSpec, Sysctl,
+            Container, ContainerPort, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec,
+            Probe, ResourceRequirements, Service, ServiceAccount, ServicePort, ServiceSpec, Sysctl,
         },
     },
     apimachinery::pkg::{
@@ -32,15 +31,13 @@ use k8s_openapi::{
 };
 use mesh_common::METRICS_PORT;
 
-use super::{Values, meta};
+use super::{Values, meta, proxy_container_security, proxy_pod_security};
 
 pub const NAME: &str = "istio-ingressgateway";
 /// The labels Istio's gateway pods carry (what `Gateway.spec.selector` names).
 const LABELS: [(&str, &str); 2] = [("istio", "ingressgateway"), ("app", NAME)];
 /// (name, port): the Service's and the container's.
 const PORTS: [(&str, u16); 3] = [("http2", 80), ("http-alt", 8080), ("https", 443)];
-/// Istio's proxy user.
-const PROXY_UID: i64 = 1337;
 
 fn labels() -> BTreeMap<String, String> {
     LABELS
@@ -107,15 +104,7 @@ pub fn deployment(values: &Values) -> Deployment {
             )])),
             ..Default::default()
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(proxy_container_security()),
         ..Default::default()
     };
     let annotations = BTreeMap::from([
@@ -140,14 +129,11 @@ pub fn deployment(values: &Values) -> Deployment {
                 spec: Some(PodSpec {
                     service_account_name: Some(NAME.into()),
                     security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(PROXY_UID),
-                        run_as_group: Some(PROXY_UID),
                         sysctls: Some(vec![Sysctl {
                             name: "net.ipv4.ip_unprivileged_port_start".into(),
                             value: "0".into(),
                         }]),
-                        ..Default::default()
+                        ..proxy_pod_security()
                     }),
                     containers: vec![container],
                     ..Default::default()

@@ -10,6 +10,12 @@ fn find<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind}"))
 }
 
+/// `doc` reads as a `T` and back unchanged: no field `T` lacks (one would be dropped).
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) {
+    let typed: T = serde_json::from_value(doc.clone()).unwrap();
+    assert_eq!(&serde_json::to_value(typed).unwrap(), doc);
+}
+
 /// `deploy/mesh.yaml` is what the command renders with the defaults.
 #[test]
 fn deploy_is_in_sync_with_the_command() {
@@ -25,10 +31,6 @@ fn deploy_is_in_sync_with_the_command() {
 /// does not hold (a misspelled or unknown field would be dropped on the way back).
 #[test]
 fn every_document_parses_back_as_its_typed_object() {
-    fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) {
-        let typed: T = serde_json::from_value(doc.clone()).unwrap();
-        assert_eq!(&serde_json::to_value(typed).unwrap(), doc);
-    }
     let objects = objects(&Values::default()).unwrap();
     let kinds: Vec<&str> = objects
         .iter()
@@ -252,10 +254,6 @@ fn a_generated_waypoint_is_read_as_the_namespaces_waypoint() {
     let binding = find(&objects, "ClusterRoleBinding");
     assert_eq!(binding["roleRef"]["name"], "mesh-agent");
     assert_eq!(binding["subjects"][0]["namespace"], "bookinfo");
-    fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) {
-        let typed: T = serde_json::from_value(doc.clone()).unwrap();
-        assert_eq!(&serde_json::to_value(typed).unwrap(), doc);
-    }
     round_trip::<ServiceAccount>(&objects[1]);
     round_trip::<ClusterRoleBinding>(&objects[2]);
     round_trip::<k8s_openapi::api::apps::v1::Deployment>(&objects[3]);

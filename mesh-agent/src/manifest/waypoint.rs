@@ -15,10 +15,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec},
-        core::v1::{
-            Capabilities, Container, ContainerPort, PodSecurityContext, PodSpec, PodTemplateSpec,
-            SecurityContext, ServiceAccount,
-        },
+        core::v1::{Container, ContainerPort, PodSpec, PodTemplateSpec, ServiceAccount},
         rbac::v1::{ClusterRoleBinding, RoleRef, Subject},
     },
     apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
@@ -28,9 +25,7 @@ use mesh_config::istio::gateway_api::WAYPOINT_CLASS;
 use mesh_config::snapshot::GATEWAY_NAME_LABEL;
 use serde_json::{Value, json};
 
-use super::{AGENT, ManifestError, Values, meta};
-
-const PROXY_UID: i64 = 1337;
+use super::{AGENT, ManifestError, Values, meta, proxy_container_security, proxy_pod_security};
 
 /// Every object of the waypoint `name` in `namespace`, in apply order.
 pub fn objects(values: &Values, name: &str, namespace: &str) -> Result<Vec<Value>, ManifestError> {
@@ -110,15 +105,7 @@ fn deployment(values: &Values, name: &str, namespace: &str) -> Deployment {
             protocol: Some("TCP".into()),
             ..Default::default()
         }]),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(proxy_container_security()),
         ..Default::default()
     };
     Deployment {
@@ -136,12 +123,7 @@ fn deployment(values: &Values, name: &str, namespace: &str) -> Deployment {
                 }),
                 spec: Some(PodSpec {
                     service_account_name: Some(name.into()),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(PROXY_UID),
-                        run_as_group: Some(PROXY_UID),
-                        ..Default::default()
-                    }),
+                    security_context: Some(proxy_pod_security()),
                     containers: vec![container],
                     ..Default::default()
                 }),
