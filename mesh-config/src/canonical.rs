@@ -6,6 +6,40 @@
 
 use std::collections::BTreeMap;
 
+/// What telemetry says of one workload: Istio's `*_workload`, `*_workload_namespace`,
+/// `*_canonical_service` and `*_canonical_revision` labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct TelemetryNames {
+    pub workload: String,
+    pub namespace: String,
+    pub canonical_service: String,
+    pub canonical_revision: String,
+}
+
+impl TelemetryNames {
+    /// A pod known only by its name and labels (no owner references).
+    pub fn from_pod(name: &str, namespace: &str, labels: &BTreeMap<String, String>) -> Self {
+        let workload = workload_name(name, labels, None);
+        TelemetryNames {
+            canonical_service: canonical_service(labels, &workload),
+            canonical_revision: canonical_revision(labels),
+            namespace: namespace.to_string(),
+            workload,
+        }
+    }
+
+    /// What Istio reports when the other end is not a known workload.
+    pub fn unknown() -> Self {
+        let unknown = || "unknown".to_string();
+        TelemetryNames {
+            workload: unknown(),
+            namespace: unknown(),
+            canonical_service: unknown(),
+            canonical_revision: unknown(),
+        }
+    }
+}
+
 /// The label Kubernetes puts on a Deployment's pods: the hash its ReplicaSet is named by.
 pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
 

@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+
+use mesh_config::canonical::TelemetryNames;
 use std::time::Instant;
 
 use crate::flags::ResponseFlag;
@@ -19,9 +21,9 @@ pub struct ClusterEndpoint {
     pub address: Option<IpAddr>,
     /// `namespace/name` of the workload.
     pub workload: Option<String>,
-    /// `namespace/name` as telemetry names that workload: its Deployment (StatefulSet,
-    /// ...), not the pod (`mesh_config::canonical`).
-    pub workload_name: Option<String>,
+    /// That workload as telemetry names it: its Deployment (StatefulSet, ...), not the
+    /// pod, with its canonical service and revision (`mesh_config::canonical`).
+    pub telemetry: Option<Arc<TelemetryNames>>,
     /// A name to resolve instead of an address (a DNS ServiceEntry without endpoints).
     pub hostname: Option<String>,
     /// The port to connect to (the Service's `targetPort`).

@@ -239,7 +239,7 @@ impl RouteTable {
                                         key: address.into(),
                                         address: ip,
                                         workload: None,
-                                        workload_name: None,
+                                        telemetry: None,
                                         hostname: ip.is_none().then(|| address.to_string()),
                                         port,
                                     })
@@ -251,7 +251,7 @@ impl RouteTable {
                                     key: host.as_str().into(),
                                     address: None,
                                     workload: None,
-                                    workload_name: None,
+                                    telemetry: None,
                                     hostname: Some(host.clone()),
                                     port: target,
                                 });
@@ -380,16 +380,16 @@ fn service_endpoint(
         (None, Some(ip)) => ip.to_string().into(),
         (None, None) => return None,
     };
-    let workload_name = e
+    let telemetry = e
         .workload
         .as_deref()
         .and_then(|w| snap.workloads.get(w))
-        .map(|w| format!("{}/{}", w.namespace, w.workload_name));
+        .map(|w| Arc::new(w.telemetry_names()));
     Some(ClusterEndpoint {
         key,
         address: e.address,
         workload: e.workload.clone(),
-        workload_name,
+        telemetry,
         hostname: None,
         port,
     })

@@ -802,6 +802,29 @@ fn demo_with_prometheus_counts_what_the_client_did() -> Result<()> {
                 .all(|w| { ["details-v1", "reviews-v1", "reviews-v2", "reviews-v3"].contains(w) }),
         "productpage's destination_workload are not the Deployments: {called:?}"
     );
+    // ... with Kiali's canonical service and revision (the `app` and `version` labels).
+    let canonical = prometheus_query(
+        &base,
+        "sum by (destination_canonical_service, destination_canonical_revision) \
+         (istio_tcp_sent_bytes_total{reporter=\"source\",source_canonical_service=\"productpage\",\
+         source_canonical_revision=\"v1\"})",
+    )?;
+    let pairs: Vec<(&str, &str)> = canonical
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["metric"]["destination_canonical_service"].as_str()?,
+                e["metric"]["destination_canonical_revision"].as_str()?,
+            ))
+        })
+        .collect();
+    ensure!(
+        pairs.contains(&("details", "v1"))
+            && pairs
+                .iter()
+                .any(|(s, r)| *s == "reviews" && r.starts_with('v')),
+        "productpage's calls by canonical service and revision: {pairs:?}"
+    );
     exact_bytes_from_productpage_to_reviews(&demo, &base)
 }
 

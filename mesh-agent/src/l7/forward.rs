@@ -6,6 +6,7 @@
 //! ways once both sides switched protocols.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_config::canonical::TelemetryNames;
 use mesh_l7::{
     AttemptOutcome, Cluster, ClusterEndpoint, EndpointChoice, LbState, ResponseFlag, RetryPolicy,
 };
@@ -101,7 +103,7 @@ pub struct Forwarded {
     pub upstream: Option<String>,
     /// The last endpoint's workload: its key, and its name in telemetry.
     pub workload: Option<String>,
-    pub workload_name: Option<String>,
+    pub telemetry: Option<Arc<TelemetryNames>>,
 }
 
 /// What one forward reads of the decision.
@@ -128,7 +130,7 @@ impl Upstream {
             attempts: 0,
             upstream: None,
             workload: None,
-            workload_name: None,
+            telemetry: None,
         };
         let attempts = self.attempts(plan, &mut out, lb, route_req, rng, &mut done);
         match plan.timeout {
@@ -157,7 +159,7 @@ impl Upstream {
             done.attempts += 1;
             done.upstream = Some(endpoint_authority(endpoint));
             done.workload = endpoint.workload.clone();
-            done.workload_name = endpoint.workload_name.clone();
+            done.telemetry = endpoint.telemetry.clone();
             let Some(body) = out.body.take() else {
                 return;
             };

@@ -15,6 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use mesh_config::canonical;
+
 use anyhow::Context as _;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -204,6 +206,8 @@ pub async fn run(options: GatewayOptions) -> anyhow::Result<()> {
             reporter: "source",
             workload: options.workload.clone(),
             namespace: options.namespace.clone(),
+            canonical_service: canonical::canonical_service(&options.labels, &options.workload),
+            canonical_revision: canonical::canonical_revision(&options.labels),
             trust_domain: options.trust_domain.clone(),
         },
         entry: EntryPoint::Gateway {

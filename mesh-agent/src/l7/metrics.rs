@@ -8,8 +8,10 @@
 //! ([`crate::telemetry::spans`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use mesh_config::canonical::TelemetryNames;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status, span::SpanKind, status};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -30,10 +32,14 @@ pub struct RequestLabels {
     /// The client at a waypoint; the gateway itself at a gateway.
     pub source_workload: String,
     pub source_workload_namespace: String,
+    pub source_canonical_service: String,
+    pub source_canonical_revision: String,
     /// `cluster.local/ns/x/sa/y`, `unknown` when the client is not a mesh workload.
     pub source_principal: String,
     pub destination_workload: String,
     pub destination_workload_namespace: String,
+    pub destination_canonical_service: String,
+    pub destination_canonical_revision: String,
     pub destination_principal: String,
     /// The destination host (FQDN), or `unknown` when nothing was routed.
     pub destination_service: String,
@@ -87,8 +93,12 @@ pub struct TcpLabels {
     pub reporter: &'static str,
     pub source_workload: String,
     pub source_workload_namespace: String,
+    pub source_canonical_service: String,
+    pub source_canonical_revision: String,
     pub destination_workload: String,
     pub destination_workload_namespace: String,
+    pub destination_canonical_service: String,
+    pub destination_canonical_revision: String,
     /// The destination host (FQDN), or `unknown` when nothing was routed.
     pub destination_service: String,
     /// `tcp`.
@@ -177,8 +187,23 @@ pub struct ProxyIdentity {
     pub reporter: &'static str,
     pub workload: String,
     pub namespace: String,
+    /// What its `app`/`version` labels say (`mesh_config::canonical`).
+    pub canonical_service: String,
+    pub canonical_revision: String,
     /// The mesh's trust domain: principals are `<trust-domain>/ns/x/sa/y`.
     pub trust_domain: String,
+}
+
+impl ProxyIdentity {
+    /// The proxy itself as telemetry names it (the source of a gateway's requests).
+    pub fn names(&self) -> TelemetryNames {
+        TelemetryNames {
+            workload: self.workload.clone(),
+            namespace: self.namespace.clone(),
+            canonical_service: self.canonical_service.clone(),
+            canonical_revision: self.canonical_revision.clone(),
+        }
+    }
 }
 
 /// One request's telemetry, recorded on drop.
@@ -217,12 +242,12 @@ pub struct RequestRecord<'a> {
     pub service: Option<String>,
     /// `namespace/name` of the endpoint's workload (its key in the snapshot).
     pub workload: Option<String>,
-    /// `namespace/name` of that workload as telemetry names it (its Deployment, ...).
-    pub workload_name: Option<String>,
+    /// That workload as telemetry names it (its Deployment, ...).
+    pub destination: Option<Arc<TelemetryNames>>,
     /// The endpoint workload's principal.
     pub destination_principal: Option<String>,
-    /// (namespace, name) of the client's workload, at a waypoint.
-    pub source: Option<(String, String)>,
+    /// The client's workload, at a waypoint.
+    pub source: Option<TelemetryNames>,
     /// The client's principal, at a waypoint.
     pub source_principal: Option<String>,
     /// The address the last attempt went to.
@@ -256,7 +281,7 @@ impl<'a> RequestRecord<'a> {
             route: None,
             service: None,
             workload: None,
-            workload_name: None,
+            destination: None,
             destination_principal: None,
             source: None,
             source_principal: None,
@@ -267,7 +292,11 @@ impl<'a> RequestRecord<'a> {
 
     fn labels(&self) -> RequestLabels {
         let unknown = || "unknown".to_string();
-        let (workload_ns, workload) = split_key(self.workload_name.as_deref());
+        let destination = self
+            .destination
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(TelemetryNames::unknown);
         let service = self.service.clone().unwrap_or_else(unknown);
         // `name.namespace.svc.<domain>`: the first two labels.
         let mut parts = service.split('.');
@@ -275,20 +304,18 @@ impl<'a> RequestRecord<'a> {
             (Some(n), Some(ns)) if self.service.is_some() => (n.to_string(), ns.to_string()),
             _ => (unknown(), unknown()),
         };
-        let (source_ns, source) = match &self.source {
-            Some((ns, name)) => (ns.clone(), name.clone()),
-            None => (
-                self.identity.namespace.clone(),
-                self.identity.workload.clone(),
-            ),
-        };
+        let source = self.source.clone().unwrap_or_else(|| self.identity.names());
         RequestLabels {
             reporter: self.identity.reporter,
-            source_workload: source,
-            source_workload_namespace: source_ns,
+            source_workload: source.workload,
+            source_workload_namespace: source.namespace,
+            source_canonical_service: source.canonical_service,
+            source_canonical_revision: source.canonical_revision,
             source_principal: self.source_principal.clone().unwrap_or_else(unknown),
-            destination_workload: workload,
-            destination_workload_namespace: workload_ns,
+            destination_workload: destination.workload,
+            destination_workload_namespace: destination.namespace,
+            destination_canonical_service: destination.canonical_service,
+            destination_canonical_revision: destination.canonical_revision,
             destination_principal: self.destination_principal.clone().unwrap_or_else(unknown),
             destination_service: service,
             destination_service_name: name,
@@ -322,7 +349,7 @@ impl RequestRecord<'_> {
         // The proxy as OpenTelemetry's `service.name` and Istio's `node_id`.
         let service_name = format!("{}.{}", self.identity.workload, self.identity.namespace);
         let mut attributes = vec![
-            attribute("istio.canonical_service", &self.identity.workload),
+            attribute("istio.canonical_service", &self.identity.canonical_service),
             attribute("istio.namespace", &self.identity.namespace),
             attribute("istio.mesh_id", "cluster.local"),
             attribute("component", "proxy"),
@@ -394,13 +421,6 @@ impl RequestRecord<'_> {
 }
 
 /// `namespace/name` → (namespace, name); `unknown` for what is missing.
-fn split_key(key: Option<&str>) -> (String, String) {
-    match key.and_then(|k| k.split_once('/')) {
-        Some((ns, name)) => (ns.to_string(), name.to_string()),
-        None => ("unknown".to_string(), "unknown".to_string()),
-    }
-}
-
 impl Drop for RequestRecord<'_> {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();

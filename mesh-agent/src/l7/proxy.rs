@@ -114,7 +114,7 @@ impl HttpProxy {
             .and_then(|m| m.identity.as_ref())
             .map(mesh_identity::SpiffeId::principal);
         let client_workload = mesh.and_then(|_| snapshot.workload_by_ip(conn.peer.ip()));
-        record.source = client_workload.map(|w| (w.namespace.clone(), w.workload_name.clone()));
+        record.source = client_workload.map(|w| w.telemetry_names());
         record.source_principal = principal.clone();
         // At a waypoint the Service is known before routing: local answers (faults, policy
         // denials) are reported against it too.
@@ -252,7 +252,7 @@ impl HttpProxy {
                 record.attempts = 1;
                 record.upstream = Some(endpoint_authority(forward.endpoint.endpoint));
                 record.workload = forward.endpoint.endpoint.workload.clone();
-                record.workload_name = forward.endpoint.endpoint.workload_name.clone();
+                record.destination = forward.endpoint.endpoint.telemetry.clone();
                 self.upstream
                     .upgrade(forward.endpoint.endpoint, out, on_upgrade)
                     .await
@@ -271,7 +271,7 @@ impl HttpProxy {
                 record.attempts = done.attempts;
                 record.upstream = done.upstream;
                 record.workload = done.workload;
-                record.workload_name = done.workload_name;
+                record.destination = done.telemetry;
                 done.result
             }
         };

@@ -17,6 +17,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use mesh_config::canonical::TelemetryNames;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderMap;
@@ -248,7 +250,7 @@ async fn connect(
     };
     let endpoint = choice.endpoint;
     record.upstream = Some(super::forward::endpoint_authority(endpoint));
-    record.workload = endpoint.workload_name.clone();
+    record.destination = endpoint.telemetry.clone();
     match tokio::time::timeout(CONNECT_TIMEOUT, dial(endpoint)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
@@ -386,8 +388,8 @@ pub struct TcpRecord<'a> {
     sni: Option<String>,
     gateway: Option<String>,
     service: Option<String>,
-    /// `namespace/name` of the endpoint's workload, as telemetry names it.
-    workload: Option<String>,
+    /// The endpoint's workload, as telemetry names it.
+    destination: Option<Arc<TelemetryNames>>,
     upstream: Option<String>,
     flags: Option<ResponseFlag>,
     failure: Option<String>,
@@ -412,7 +414,7 @@ impl<'a> TcpRecord<'a> {
             sni: None,
             gateway: None,
             service: None,
-            workload: None,
+            destination: None,
             upstream: None,
             flags: None,
             failure: None,
@@ -423,17 +425,22 @@ impl<'a> TcpRecord<'a> {
 
     fn labels(&self) -> TcpLabels {
         let unknown = || "unknown".to_string();
-        let (workload_ns, workload) = match self.workload.as_deref().and_then(|w| w.split_once('/'))
-        {
-            Some((ns, name)) => (ns.to_string(), name.to_string()),
-            None => (unknown(), unknown()),
-        };
+        let source = self.identity.names();
+        let destination = self
+            .destination
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(TelemetryNames::unknown);
         TcpLabels {
             reporter: self.identity.reporter,
-            source_workload: self.identity.workload.clone(),
-            source_workload_namespace: self.identity.namespace.clone(),
-            destination_workload: workload,
-            destination_workload_namespace: workload_ns,
+            source_workload: source.workload,
+            source_workload_namespace: source.namespace,
+            source_canonical_service: source.canonical_service,
+            source_canonical_revision: source.canonical_revision,
+            destination_workload: destination.workload,
+            destination_workload_namespace: destination.namespace,
+            destination_canonical_service: destination.canonical_service,
+            destination_canonical_revision: destination.canonical_revision,
             destination_service: self.service.clone().unwrap_or_else(unknown),
             request_protocol: "tcp",
             response_flags: self.flags.map_or("-", |f| f.as_str()),

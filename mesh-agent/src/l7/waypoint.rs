@@ -70,6 +70,9 @@ pub async fn run(options: WaypointOptions) -> anyhow::Result<()> {
             reporter: "waypoint",
             workload: options.workload.clone(),
             namespace: options.namespace.clone(),
+            // As Istio labels waypoint pods: the canonical name is the Gateway's.
+            canonical_service: options.name.clone(),
+            canonical_revision: "latest".into(),
             trust_domain: options.trust_domain.clone(),
         },
         entry: EntryPoint::Waypoint {

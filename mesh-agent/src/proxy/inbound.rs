@@ -31,7 +31,7 @@ async fn handle_connection(tcp: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>)
                 .node
                 .stats
                 .open(Direction::Inbound, pod.pod.clone(), peer);
-            guard.set_workload(pod.workload_name(&pod.node.config.snapshot()));
+            guard.set_workload(pod.telemetry_names(&pod.node.config.snapshot()));
             guard.set_destination_principal(pod.identity.principal());
             guard.fail(&e);
             return;
@@ -67,11 +67,11 @@ async fn handle_stream(
     let node = &pod.node;
     let mut guard = node.stats.open(Direction::Inbound, pod.pod.clone(), peer);
     let snapshot = node.config.snapshot();
-    guard.set_workload(pod.workload_name(&snapshot));
+    guard.set_workload(pod.telemetry_names(&snapshot));
     // The tunnel comes from the client pod's own address (the source agent dials from
     // inside it), so the configuration names the client workload.
     if let Some(workload) = snapshot.workload_by_ip(peer.ip()) {
-        guard.set_peer_workload(workload.workload_name.clone(), workload.namespace.clone());
+        guard.set_peer_workload(workload.telemetry_names());
     }
     guard.set_source_principal(client.principal());
     guard.set_destination_principal(pod.identity.principal());

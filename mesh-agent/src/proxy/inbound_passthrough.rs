@@ -20,7 +20,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
         .node
         .stats
         .open(Direction::Inbound, pod.pod.clone(), peer);
-    guard.set_workload(pod.workload_name(&pod.node.config.snapshot()));
+    guard.set_workload(pod.telemetry_names(&pod.node.config.snapshot()));
     let target = match client.local_addr() {
         Ok(addr) => addr,
         Err(e) => {

@@ -24,7 +24,7 @@ pub mod waypoint;
 
 use std::{collections::BTreeMap, future::Future, net::SocketAddr, sync::Arc};
 
-use mesh_config::Snapshot;
+use mesh_config::{Snapshot, canonical::TelemetryNames};
 use mesh_identity::{CertManager, SpiffeId};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -75,15 +75,15 @@ impl PodProxy {
     /// What Istio's telemetry calls this pod: the workload the configuration names for it
     /// (from its owners: its Deployment, StatefulSet, ...), else what its name and labels
     /// tell (a Deployment's pod carries `pod-template-hash`).
-    pub fn workload_name(&self, snapshot: &Snapshot) -> String {
+    pub fn telemetry_names(&self, snapshot: &Snapshot) -> TelemetryNames {
         if let Some(workload) = snapshot.workloads.get(&self.pod) {
-            return workload.workload_name.clone();
+            return workload.telemetry_names();
         }
         let name = self
             .pod
             .split_once('/')
             .map_or(self.pod.as_str(), |(_, n)| n);
-        mesh_config::canonical::workload_name(name, &self.labels, None)
+        TelemetryNames::from_pod(name, &self.namespace, &self.labels)
     }
 }
 

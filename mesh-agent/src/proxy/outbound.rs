@@ -220,7 +220,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
     let node = &pod.node;
     let mut guard = node.stats.open(Direction::Outbound, pod.pod.clone(), peer);
     let snapshot = node.config.snapshot();
-    guard.set_workload(pod.workload_name(&snapshot));
+    guard.set_workload(pod.telemetry_names(&snapshot));
     guard.set_source_principal(pod.identity.principal());
     let Some(original) = node.orig_dst.take(pod.netns_cookie, peer) else {
         guard.fail(&ProxyError::NoOriginalDestination);
@@ -285,7 +285,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
         };
         guard.set_upstream(plan.service.clone(), plan.dialled());
         if let Some(workload) = snapshot.workload_by_ip(plan.target.ip()) {
-            guard.set_peer_workload(workload.workload_name.clone(), workload.namespace.clone());
+            guard.set_peer_workload(workload.telemetry_names());
         }
         let connected = match &plan.protocol {
             Protocol::Tcp => super::connect_in_pod(&pod, plan.target)

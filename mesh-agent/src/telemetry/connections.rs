@@ -9,6 +9,7 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
+use mesh_config::canonical::TelemetryNames;
 use serde::Serialize;
 
 use super::metrics::{RefusedLabels, TcpLabels};
@@ -178,12 +179,12 @@ pub struct ConnectionGuard {
     record: ConnectionRecord,
     /// Set once the upstream connection exists: the labels its metrics are counted under.
     established: Option<TcpLabels>,
-    /// The workload name of this end's pod (see [`Self::set_workload`]); the pod's name
+    /// This end's pod as telemetry names it (see [`Self::set_workload`]); the pod's name
     /// until it is set.
-    workload: Option<String>,
-    /// The workload at the other end (`name`, `namespace`), when the configuration knows
-    /// the address: the endpoint dialled (outbound) or the client (inbound).
-    peer_workload: Option<(String, String)>,
+    workload: Option<TelemetryNames>,
+    /// The workload at the other end, when the configuration knows the address: the
+    /// endpoint dialled (outbound) or the client (inbound).
+    peer_workload: Option<TelemetryNames>,
 }
 
 impl ConnectionGuard {
@@ -210,14 +211,14 @@ impl ConnectionGuard {
 
     /// Names this end's pod in the metrics as Istio does: its Deployment (StatefulSet,
     /// ...), not the pod (`PodProxy::workload_name`).
-    pub fn set_workload(&mut self, name: String) {
-        self.workload = Some(name);
+    pub fn set_workload(&mut self, names: TelemetryNames) {
+        self.workload = Some(names);
     }
 
     /// Names the workload at the other end in the metrics (Istio's `destination_workload`
     /// when reporting as the source, `source_workload` as the destination).
-    pub fn set_peer_workload(&mut self, name: String, namespace: String) {
-        self.peer_workload = Some((name, namespace));
+    pub fn set_peer_workload(&mut self, names: TelemetryNames) {
+        self.peer_workload = Some(names);
     }
 
     pub fn set_destination_principal(&mut self, principal: String) {
@@ -237,11 +238,17 @@ impl ConnectionGuard {
 
     fn labels(&self) -> TcpLabels {
         let record = &self.record;
-        let (namespace, pod) = record
-            .pod
-            .split_once('/')
-            .unwrap_or(("unknown", &record.pod));
-        let name = self.workload.as_deref().unwrap_or(pod);
+        let own = self.workload.clone().unwrap_or_else(|| {
+            let (namespace, pod) = record
+                .pod
+                .split_once('/')
+                .unwrap_or(("unknown", &record.pod));
+            TelemetryNames {
+                workload: pod.to_string(),
+                namespace: namespace.to_string(),
+                ..TelemetryNames::unknown()
+            }
+        });
         let unknown = || "unknown".to_string();
         let service = record.service.clone().unwrap_or_else(unknown);
         let source_principal = record.source_principal.clone().unwrap_or_else(unknown);
@@ -249,22 +256,22 @@ impl ConnectionGuard {
         let peer = self
             .peer_workload
             .clone()
-            .unwrap_or_else(|| (unknown(), unknown()));
+            .unwrap_or_else(TelemetryNames::unknown);
         let (reporter, source, destination) = match record.direction {
-            Direction::Outbound => ("source", (name.to_string(), namespace.to_string()), peer),
-            Direction::Inbound => (
-                "destination",
-                peer,
-                (name.to_string(), namespace.to_string()),
-            ),
+            Direction::Outbound => ("source", own, peer),
+            Direction::Inbound => ("destination", peer, own),
         };
         TcpLabels {
             reporter,
-            source_workload: source.0,
-            source_workload_namespace: source.1,
+            source_workload: source.workload,
+            source_workload_namespace: source.namespace,
+            source_canonical_service: source.canonical_service,
+            source_canonical_revision: source.canonical_revision,
             source_principal,
-            destination_workload: destination.0,
-            destination_workload_namespace: destination.1,
+            destination_workload: destination.workload,
+            destination_workload_namespace: destination.namespace,
+            destination_canonical_service: destination.canonical_service,
+            destination_canonical_revision: destination.canonical_revision,
             destination_principal,
             destination_service: service,
             connection_security_policy: record.security.label(),

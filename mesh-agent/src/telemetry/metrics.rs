@@ -24,10 +24,16 @@ pub struct TcpLabels {
     pub reporter: &'static str,
     pub source_workload: String,
     pub source_workload_namespace: String,
+    /// The `app` (or `service.istio.io/canonical-name`) and `version` of the workload, as
+    /// Kiali groups by.
+    pub source_canonical_service: String,
+    pub source_canonical_revision: String,
     /// `cluster.local/ns/<ns>/sa/<sa>`, or `unknown` for plaintext clients.
     pub source_principal: String,
     pub destination_workload: String,
     pub destination_workload_namespace: String,
+    pub destination_canonical_service: String,
+    pub destination_canonical_revision: String,
     /// The destination's identity, or `unknown` outside the mesh.
     pub destination_principal: String,
     /// The Service FQDN, or `unknown` when the destination was not a Service VIP.

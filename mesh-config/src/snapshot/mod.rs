@@ -160,6 +160,16 @@ pub struct Workload {
 }
 
 impl Workload {
+    /// Its names in telemetry.
+    pub fn telemetry_names(&self) -> crate::canonical::TelemetryNames {
+        crate::canonical::TelemetryNames {
+            workload: self.workload_name.clone(),
+            namespace: self.namespace.clone(),
+            canonical_service: self.canonical_service.clone(),
+            canonical_revision: self.canonical_revision.clone(),
+        }
+    }
+
     /// `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
     pub fn spiffe_id(&self, trust_domain: &str) -> String {
         format!(
