@@ -185,25 +185,10 @@ impl HttpMetrics {
 #[derive(Debug, Clone)]
 pub struct ProxyIdentity {
     pub reporter: &'static str,
-    pub workload: String,
-    pub namespace: String,
-    /// What its `app`/`version` labels say (`mesh_config::canonical`).
-    pub canonical_service: String,
-    pub canonical_revision: String,
+    /// The proxy itself as telemetry names it (the source of a gateway's requests).
+    pub names: TelemetryNames,
     /// The mesh's trust domain: principals are `<trust-domain>/ns/x/sa/y`.
     pub trust_domain: String,
-}
-
-impl ProxyIdentity {
-    /// The proxy itself as telemetry names it (the source of a gateway's requests).
-    pub fn names(&self) -> TelemetryNames {
-        TelemetryNames {
-            workload: self.workload.clone(),
-            namespace: self.namespace.clone(),
-            canonical_service: self.canonical_service.clone(),
-            canonical_revision: self.canonical_revision.clone(),
-        }
-    }
 }
 
 /// One request's telemetry, recorded on drop.
@@ -304,7 +289,10 @@ impl<'a> RequestRecord<'a> {
             (Some(n), Some(ns)) if self.service.is_some() => (n.to_string(), ns.to_string()),
             _ => (unknown(), unknown()),
         };
-        let source = self.source.clone().unwrap_or_else(|| self.identity.names());
+        let source = self
+            .source
+            .clone()
+            .unwrap_or_else(|| self.identity.names.clone());
         RequestLabels {
             reporter: self.identity.reporter,
             source_workload: source.workload,
@@ -347,10 +335,11 @@ impl RequestRecord<'_> {
             None => format!("{}/*", self.authority),
         };
         // The proxy as OpenTelemetry's `service.name` and Istio's `node_id`.
-        let service_name = format!("{}.{}", self.identity.workload, self.identity.namespace);
+        let names = &self.identity.names;
+        let service_name = format!("{}.{}", names.workload, names.namespace);
         let mut attributes = vec![
-            attribute("istio.canonical_service", &self.identity.canonical_service),
-            attribute("istio.namespace", &self.identity.namespace),
+            attribute("istio.canonical_service", &names.canonical_service),
+            attribute("istio.namespace", &names.namespace),
             attribute("istio.mesh_id", "cluster.local"),
             attribute("component", "proxy"),
             attribute("node_id", &service_name),

@@ -425,7 +425,7 @@ impl<'a> TcpRecord<'a> {
 
     fn labels(&self) -> TcpLabels {
         let unknown = || "unknown".to_string();
-        let source = self.identity.names();
+        let source = self.identity.names.clone();
         let destination = self
             .destination
             .as_deref()

@@ -28,6 +28,7 @@ use super::metrics::{HttpMetrics, ProxyIdentity};
 use super::proxy::{Connection, EntryPoint, HttpProxy, MeshConnection};
 use super::routes::{ConfigSources, FollowedRoutes};
 use crate::handoff;
+use mesh_config::canonical::TelemetryNames;
 
 /// What `mesh-agent waypoint` is given.
 #[derive(Debug, Clone)]
@@ -68,11 +69,13 @@ pub async fn run(options: WaypointOptions) -> anyhow::Result<()> {
         metrics: HttpMetrics::default(),
         identity: ProxyIdentity {
             reporter: "waypoint",
-            workload: options.workload.clone(),
-            namespace: options.namespace.clone(),
-            // As Istio labels waypoint pods: the canonical name is the Gateway's.
-            canonical_service: options.name.clone(),
-            canonical_revision: "latest".into(),
+            names: TelemetryNames {
+                workload: options.workload.clone(),
+                namespace: options.namespace.clone(),
+                // As Istio labels waypoint pods: the canonical name is the Gateway's.
+                canonical_service: options.name.clone(),
+                canonical_revision: "latest".into(),
+            },
             trust_domain: options.trust_domain.clone(),
         },
         entry: EntryPoint::Waypoint {
