@@ -27,11 +27,7 @@ async fn handle_connection(tcp: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>)
         Ok(ok) => ok,
         Err(e) => {
             // Refused before any stream: recorded as one failed inbound connection.
-            let mut guard = pod
-                .node
-                .stats
-                .open(Direction::Inbound, pod.pod.clone(), peer);
-            guard.set_workload(pod.telemetry_names(&pod.node.config.snapshot()));
+            let mut guard = pod.track(Direction::Inbound, peer, &pod.node.config.snapshot());
             guard.set_destination_principal(pod.identity.principal());
             guard.fail(&e);
             return;
@@ -65,9 +61,8 @@ async fn handle_stream(
     pod: Arc<PodProxy>,
 ) {
     let node = &pod.node;
-    let mut guard = node.stats.open(Direction::Inbound, pod.pod.clone(), peer);
     let snapshot = node.config.snapshot();
-    guard.set_workload(pod.telemetry_names(&snapshot));
+    let mut guard = pod.track(Direction::Inbound, peer, &snapshot);
     // The tunnel comes from the client pod's own address (the source agent dials from
     // inside it), so the configuration names the client workload.
     if let Some(workload) = snapshot.workload_by_ip(peer.ip()) {

@@ -16,11 +16,7 @@ pub async fn serve(listener: TcpListener, pod: Arc<PodProxy>) {
 }
 
 async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
-    let mut guard = pod
-        .node
-        .stats
-        .open(Direction::Inbound, pod.pod.clone(), peer);
-    guard.set_workload(pod.telemetry_names(&pod.node.config.snapshot()));
+    let mut guard = pod.track(Direction::Inbound, peer, &pod.node.config.snapshot());
     let target = match client.local_addr() {
         Ok(addr) => addr,
         Err(e) => {

@@ -32,7 +32,7 @@ use crate::{
     accept::AcceptBackoff,
     pod::PodSockets,
     redirect::OrigDstTable,
-    telemetry::connections::{ConnectionGuard, ConnectionStats},
+    telemetry::connections::{ConnectionGuard, ConnectionStats, Direction},
 };
 use error::ProxyError;
 
@@ -84,6 +84,19 @@ impl PodProxy {
             .split_once('/')
             .map_or(self.pod.as_str(), |(_, n)| n);
         TelemetryNames::from_pod(name, &self.namespace, &self.labels)
+    }
+
+    /// Starts recording one connection of this pod (`peer`: the other end's socket),
+    /// its end named as `snapshot` says.
+    pub fn track(
+        &self,
+        direction: Direction,
+        peer: SocketAddr,
+        snapshot: &Snapshot,
+    ) -> ConnectionGuard {
+        let mut guard = self.node.stats.open(direction, self.pod.clone(), peer);
+        guard.set_workload(self.telemetry_names(snapshot));
+        guard
     }
 }
 

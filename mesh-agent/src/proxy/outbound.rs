@@ -218,9 +218,8 @@ pub async fn serve(listener: TcpListener, pod: Arc<PodProxy>) {
 
 async fn handle(client: TcpStream, peer: SocketAddr, pod: Arc<PodProxy>) {
     let node = &pod.node;
-    let mut guard = node.stats.open(Direction::Outbound, pod.pod.clone(), peer);
     let snapshot = node.config.snapshot();
-    guard.set_workload(pod.telemetry_names(&snapshot));
+    let mut guard = pod.track(Direction::Outbound, peer, &snapshot);
     guard.set_source_principal(pod.identity.principal());
     let Some(original) = node.orig_dst.take(pod.netns_cookie, peer) else {
         guard.fail(&ProxyError::NoOriginalDestination);
