@@ -565,8 +565,18 @@ pub fn opened(status: &Value) -> u64 {
 
 /// Polls `check` every 50 ms until it holds; after 10 s fails naming `what`. An error
 /// from `check` ends the wait at once.
-pub fn wait_for(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+pub fn wait_for(what: &str, check: impl FnMut() -> Result<bool>) -> Result<()> {
+    wait_for_within(what, Duration::from_secs(10), check)
+}
+
+/// [`wait_for`] with another deadline (for checks that take seconds themselves, such as
+/// a page behind an injected delay).
+pub fn wait_for_within(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
     loop {
         if check()? {
             return Ok(());

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use mesh_tests::{WEBSOCKET_CLIENT, agent_bin, require_root};
+use mesh_tests::{WEBSOCKET_CLIENT, agent_bin, require_root, wait_for_within};
 use serde_json::Value;
 
 /// A running `mesh-agent demo`; SIGTERM and wait on drop, so a failed test cleans up too.
@@ -506,11 +506,11 @@ fn demo_with_a_waypoint_routes_bookinfo_reviews_by_user() -> Result<()> {
         reviews_version(&body)
     };
     // The waypoint may take a moment to read the configuration.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while page(&[])? != "v3" {
-        ensure!(Instant::now() < deadline, "reviews never routed to v3");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_within(
+        "reviews to be routed to v3",
+        Duration::from_secs(15),
+        || Ok(page(&[])? == "v3"),
+    )?;
     for _ in 0..10 {
         assert_eq!(page(&[])?, "v3");
         assert_eq!(page(&["--cookie", "user=jason"])?, "v2");
@@ -538,11 +538,9 @@ fn demo_with_a_waypoint_routes_bookinfo_reviews_by_user() -> Result<()> {
         ok && said.contains("VirtualService default/reviews created"),
         "{said}"
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while page(&["--cookie", "user=jason"])? != "v1" {
-        ensure!(Instant::now() < deadline, "all-v1 never took effect");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_within("all-v1 to take effect", Duration::from_secs(15), || {
+        Ok(page(&["--cookie", "user=jason"])? == "v1")
+    })?;
     for _ in 0..10 {
         assert_eq!(page(&[])?, "v1");
         assert_eq!(page(&["--cookie", "user=jason"])?, "v1");
@@ -566,11 +564,11 @@ fn demo_with_a_waypoint_routes_bookinfo_reviews_by_user() -> Result<()> {
         ok && said.contains("VirtualService default/reviews deleted"),
         "{said}"
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while page(&["--cookie", "user=jason"])? != "v2" {
-        ensure!(Instant::now() < deadline, "the jason route never came back");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_within(
+        "the jason route to come back",
+        Duration::from_secs(15),
+        || Ok(page(&["--cookie", "user=jason"])? == "v2"),
+    )?;
     assert_eq!(page(&[])?, "v3");
 
     let pid = demo.child.id();
@@ -617,13 +615,8 @@ fn bookinfos_tasks_applied_to_the_running_demo_behave_as_istio_documents() -> Re
     };
     let version = |jason: bool| -> Result<&'static str> { reviews_version(&page(jason)?) };
     // A change is seen once the waypoint has read it: wait for its first sign.
-    let until = |what: &str, done: &dyn Fn() -> Result<bool>| -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !done()? {
-            ensure!(Instant::now() < deadline, "{what} never took effect");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Ok(())
+    let until = |what: &str, done: &dyn Fn() -> Result<bool>| {
+        wait_for_within(what, Duration::from_secs(20), done)
     };
 
     apply("virtual-service-all-v1.yaml")?;

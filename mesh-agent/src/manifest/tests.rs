@@ -10,6 +10,16 @@ fn find<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind}"))
 }
 
+/// The strings of a JSON array (a container's `args`).
+fn strings(array: &Value) -> Vec<&str> {
+    array
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 /// `doc` reads as a `T` and back unchanged: no field `T` lacks (one would be dropped).
 fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) {
     let typed: T = serde_json::from_value(doc.clone()).unwrap();
@@ -152,12 +162,7 @@ fn the_ingress_gateway_is_selected_by_bookinfos_gateway_and_runs_unprivileged() 
         "ALL"
     );
     assert!(container["securityContext"].get("privileged").is_none());
-    let args: Vec<&str> = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let args = strings(&container["args"]);
     assert_eq!(args[..2], ["gateway", "--kubernetes"]);
     assert!(args.contains(&"istio=ingressgateway,app=istio-ingressgateway"));
     // The Service carries the port bookinfo-gateway.yaml's server listens on to that port.
@@ -234,12 +239,7 @@ fn a_generated_waypoint_is_read_as_the_namespaces_waypoint() {
         container["securityContext"]["capabilities"]["drop"][0],
         "ALL"
     );
-    let args: Vec<&str> = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let args = strings(&container["args"]);
     assert_eq!(
         args[..6],
         [
