@@ -622,7 +622,7 @@ pub fn finish_held(mut held: std::process::Child) -> Result<Value> {
 
 /// Istio's mesh config turning tracing on for every proxy that reads it, as `meshConfig`
 /// in an IstioOperator renders it: an OpenTelemetry provider at `collector:port`, the
-/// default tracing provider.
+/// default tracing provider, every request sampled (as Istio's demo profile).
 pub fn tracing_mesh_config(collector: &str, port: u16) -> String {
     format!(
         r#"apiVersion: v1
@@ -637,6 +637,9 @@ data:
         port: {port}
     defaultProviders:
       tracing: [otel-tracing]
+    defaultConfig:
+      tracing:
+        sampling: 100
 "#
     )
 }

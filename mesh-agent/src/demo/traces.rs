@@ -68,13 +68,15 @@ pub fn has_mesh_config(objects: &[LoadedObject]) -> bool {
 }
 
 /// Istio's mesh config sending every proxy's spans to `otlp`, as an IstioOperator's
-/// `meshConfig` with an `opentelemetry` extension provider renders it.
+/// `meshConfig` with an `opentelemetry` extension provider renders it, sampling every
+/// request as Istio's demo profile does (the default, 1%, would leave the trace view empty).
 pub fn mesh_config_yaml(otlp: SocketAddr) -> String {
     format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\n\
          data:\n  mesh: |\n    extensionProviders:\n    - name: demo-traces\n      \
          opentelemetry:\n        service: \"{}\"\n        port: {}\n    defaultProviders:\n      \
-         tracing: [demo-traces]\n",
+         tracing: [demo-traces]\n    \
+         defaultConfig:\n      tracing:\n        sampling: 100\n",
         otlp.ip(),
         otlp.port()
     )
@@ -105,5 +107,6 @@ mod tests {
         let text = &map.data.as_ref().unwrap()["mesh"];
         let mesh = mesh_config::istio::mesh_config::MeshConfig::parse(text).unwrap();
         assert_eq!(mesh.tracing_collector().as_deref(), Some("198.18.0.1:4317"));
+        assert_eq!(mesh.trace_sampling_percent(), 100.0);
     }
 }

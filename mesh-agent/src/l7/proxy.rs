@@ -91,9 +91,12 @@ impl HttpProxy {
             }
         };
         record.request_id = request_id;
+        let table = self.routes.table();
+        let snapshot = table.snapshot();
         record.trace = Some(super::trace::continue_or_start(
             &mut parts.headers,
             &mut rng,
+            snapshot.mesh_config.trace_sampling_percent(),
         ));
         record.user_agent = parts
             .headers
@@ -103,8 +106,6 @@ impl HttpProxy {
         let authority = authority_of(&parts);
         record.authority = authority.clone();
 
-        let table = self.routes.table();
-        let snapshot = table.snapshot();
         record.collector = snapshot.mesh_config.tracing_collector();
         let mesh = conn.mesh.as_deref();
         // At a waypoint: the Service asked for, and who asked (identity from the agent's

@@ -2,7 +2,8 @@
 //! `traceparent` and B3 headers naming this proxy's span, so the applications (which
 //! copy the headers onto their own calls, as Bookinfo's do) and the next proxy continue one
 //! trace. A request that carries a context keeps its trace id and sampling decision; one
-//! that carries none starts a trace. Both formats are written, from whichever the client
+//! that carries none starts a trace, sampled at the mesh config's percentage
+//! (`defaultConfig.tracing.sampling`, Istio's 1% when unset). Both formats are written, from whichever the client
 //! sent (`traceparent` first), as Envoy does with both propagators on.
 
 use http::HeaderMap;
@@ -20,8 +21,13 @@ pub struct TraceContext {
 }
 
 /// Reads the incoming context (if any), makes this proxy's span its child, and writes
-/// both formats onto `headers`.
-pub fn continue_or_start(headers: &mut HeaderMap, rng: &mut fastrand::Rng) -> TraceContext {
+/// both formats onto `headers`. A trace started here is sampled with probability
+/// `sampling_percent` / 100; the decision travels in the headers, so every later hop keeps it.
+pub fn continue_or_start(
+    headers: &mut HeaderMap,
+    rng: &mut fastrand::Rng,
+    sampling_percent: f64,
+) -> TraceContext {
     let span_id = nonzero_u64(rng);
     let context = match incoming(headers) {
         Some((trace_id, parent, sampled)) => TraceContext {
@@ -39,7 +45,7 @@ pub fn continue_or_start(headers: &mut HeaderMap, rng: &mut fastrand::Rng) -> Tr
             },
             span_id,
             parent_id: None,
-            sampled: true,
+            sampled: rng.f64() * 100.0 < sampling_percent,
         },
     };
     write(headers, &context);
@@ -159,7 +165,7 @@ mod tests {
             HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
         );
         let mut rng = rng();
-        let server = continue_or_start(&mut h, &mut rng);
+        let server = continue_or_start(&mut h, &mut rng, 100.0);
         let client = client_span(&mut h, &server, &mut rng);
         assert_eq!(client.trace_id, server.trace_id);
         assert_eq!(client.parent_id, Some(server.span_id));
@@ -178,7 +184,7 @@ mod tests {
     #[test]
     fn a_request_without_context_starts_a_sampled_trace_in_both_formats() {
         let mut h = HeaderMap::new();
-        let c = continue_or_start(&mut h, &mut rng());
+        let c = continue_or_start(&mut h, &mut rng(), 100.0);
         assert!(c.parent_id.is_none() && c.sampled);
         let tp = h["traceparent"].to_str().unwrap();
         assert_eq!(tp, format!("00-{:032x}-{:016x}-01", c.trace_id, c.span_id));
@@ -188,13 +194,28 @@ mod tests {
     }
 
     #[test]
+    fn new_traces_are_sampled_at_the_configured_percentage_and_say_so_downstream() {
+        let mut rng = rng();
+        let sampled = (0..10_000)
+            .filter(|_| continue_or_start(&mut HeaderMap::new(), &mut rng, 10.0).sampled)
+            .count();
+        // 10% of 10,000: 1,000 with a standard deviation of 30.
+        assert!((850..1150).contains(&sampled), "{sampled} of 10000 at 10%");
+        let mut h = HeaderMap::new();
+        let c = continue_or_start(&mut h, &mut rng, 0.0);
+        assert!(!c.sampled);
+        assert!(h["traceparent"].to_str().unwrap().ends_with("-00"));
+        assert_eq!(h["x-b3-sampled"], "0");
+    }
+
+    #[test]
     fn a_traceparent_is_continued_with_this_span_as_the_child() {
         let mut h = HeaderMap::new();
         h.insert(
             "traceparent",
             HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
         );
-        let c = continue_or_start(&mut h, &mut rng());
+        let c = continue_or_start(&mut h, &mut rng(), 100.0);
         assert_eq!(c.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
         assert_eq!(c.parent_id, Some(0x00f067aa0ba902b7));
         assert!(!c.sampled, "the caller's decision is kept");
@@ -209,7 +230,7 @@ mod tests {
         h.insert("x-b3-traceid", HeaderValue::from_static("80f198ee56343ba8"));
         h.insert("x-b3-spanid", HeaderValue::from_static("e457b5a2e4d86bd1"));
         h.insert("x-b3-sampled", HeaderValue::from_static("1"));
-        let c = continue_or_start(&mut h, &mut rng());
+        let c = continue_or_start(&mut h, &mut rng(), 100.0);
         assert_eq!(c.trace_id, 0x80f198ee56343ba8);
         assert_eq!(c.parent_id, Some(0xe457b5a2e4d86bd1));
         assert!(
@@ -224,7 +245,7 @@ mod tests {
             "b3",
             HeaderValue::from_static("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
         );
-        let c = continue_or_start(&mut h, &mut rng());
+        let c = continue_or_start(&mut h, &mut rng(), 100.0);
         assert_eq!(c.trace_id, 0x80f198ee56343ba864fe8b2a57d3eff7);
         assert!(!h.contains_key("b3"));
     }
@@ -240,7 +261,7 @@ mod tests {
         ] {
             let mut h = HeaderMap::new();
             h.insert("traceparent", HeaderValue::from_static(bad));
-            let c = continue_or_start(&mut h, &mut rng());
+            let c = continue_or_start(&mut h, &mut rng(), 100.0);
             assert!(c.parent_id.is_none(), "{bad} was accepted");
         }
     }

@@ -9,7 +9,7 @@ pub const MESH_CONFIG_MAP: (&str, &str) = ("istio-system", "istio");
 /// Its key holding the YAML text.
 pub const MESH_CONFIG_KEY: &str = "mesh";
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MeshConfig {
     #[serde(default)]
@@ -21,6 +21,29 @@ pub struct MeshConfig {
     /// The providers used when no `Telemetry` resource says otherwise.
     #[serde(default)]
     pub default_providers: DefaultProviders,
+    /// The settings every proxy starts from (Istio's `ProxyConfig`); only `tracing.sampling`
+    /// is read.
+    #[serde(default)]
+    pub default_config: ProxyConfig,
+}
+
+/// Istio's percentage of new traces sampled when `defaultConfig.tracing.sampling` is unset
+/// (pilot's `PILOT_TRACE_SAMPLING` default, 1.0; Istio's demo profile sets 100).
+pub const DEFAULT_TRACE_SAMPLING_PERCENT: f64 = 1.0;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyConfig {
+    #[serde(default)]
+    pub tracing: ProxyTracing,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProxyTracing {
+    /// Percentage (0.0–100.0) of requests without a sampling decision that start a sampled
+    /// trace. Requests whose caller decided (`traceparent` flags, `x-b3-sampled`) keep it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,12 +101,27 @@ impl MeshConfig {
         })
     }
 
+    /// The percentage of new traces that are sampled, clamped to 0–100.
+    pub fn trace_sampling_percent(&self) -> f64 {
+        self.default_config
+            .tracing
+            .sampling
+            .unwrap_or(DEFAULT_TRACE_SAMPLING_PERCENT)
+            .clamp(0.0, 100.0)
+    }
+
     /// Parses the `mesh` text; the error names the field.
     pub fn parse(text: &str) -> Result<MeshConfig, String> {
         if text.trim().is_empty() {
             return Ok(MeshConfig::default());
         }
-        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+        let mesh: MeshConfig = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+        match mesh.default_config.tracing.sampling {
+            Some(p) if !(0.0..=100.0).contains(&p) => Err(format!(
+                "defaultConfig.tracing.sampling: {p} is not a percentage (0.0 to 100.0)"
+            )),
+            _ => Ok(mesh),
+        }
     }
 }
 
@@ -122,5 +160,14 @@ mod tests {
             MeshConfig::parse("extensionProviders:\n- name: otel\n  opentelemetry: {port: 4317}\n")
                 .unwrap_err();
         assert!(err.contains("service"), "{err}");
+    }
+
+    #[test]
+    fn trace_sampling_defaults_to_istios_one_percent_and_is_read_from_default_config() {
+        assert_eq!(MeshConfig::default().trace_sampling_percent(), 1.0);
+        let all = MeshConfig::parse("defaultConfig:\n  tracing:\n    sampling: 100\n").unwrap();
+        assert_eq!(all.trace_sampling_percent(), 100.0);
+        let err = MeshConfig::parse("defaultConfig: {tracing: {sampling: 250}}").unwrap_err();
+        assert!(err.contains("defaultConfig.tracing.sampling"), "{err}");
     }
 }
