@@ -57,6 +57,12 @@ pub struct UpdateOutcome {
 }
 
 impl UpdateOutcome {
+    /// Neither swapped in nor refused: the update removed only units never held (a file
+    /// created and removed between two reads of a directory).
+    pub fn changed_nothing(&self) -> bool {
+        self.snapshot.is_none() && self.read_errors.is_empty() && self.build_errors.is_empty()
+    }
+
     /// `Ok` only for an update that was swapped in with no error at all; otherwise every
     /// error, the read ones first (none for an update that changed nothing).
     pub fn into_result(self) -> Result<Arc<Snapshot>, BuildError> {

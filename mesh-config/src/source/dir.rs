@@ -141,21 +141,15 @@ async fn watch_loop(
             continue;
         }
         let outcome = store.update(&source, updates, false);
-        let errors: Vec<_> = outcome
-            .read_errors
-            .iter()
-            .chain(&outcome.build_errors)
-            .cloned()
-            .collect();
-        match (&outcome.snapshot, errors.is_empty()) {
-            (Some(snap), true) => tracing::info!("config reloaded: {}", snap.summary()),
+        if outcome.changed_nothing() {
             // A file created and removed between two reads (an editor's, `mesh-agent apply`
-            // then `delete`) changes nothing: not a refusal.
-            (None, true) => tracing::debug!("config change left the snapshot as it was"),
-            (_, false) => tracing::error!(
-                "config change refused, last good kept:\n{}",
-                crate::error::ConfigErrors(errors)
-            ),
+            // then `delete`): not a refusal.
+            tracing::debug!("config change left the snapshot as it was");
+            continue;
+        }
+        match outcome.into_result() {
+            Ok(snap) => tracing::info!("config reloaded: {}", snap.summary()),
+            Err(e) => tracing::error!("config change refused, last good kept:\n{e}"),
         }
     }
 }
