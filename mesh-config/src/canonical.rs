@@ -19,7 +19,15 @@ pub struct TelemetryNames {
 impl TelemetryNames {
     /// A pod known only by its name and labels (no owner references).
     pub fn from_pod(name: &str, namespace: &str, labels: &BTreeMap<String, String>) -> Self {
-        let workload = workload_name(name, labels, None);
+        Self::from_workload(workload_name(name, labels, None), namespace, labels)
+    }
+
+    /// A workload whose name is known (a proxy told its own), canonical names from `labels`.
+    pub fn from_workload(
+        workload: String,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Self {
         TelemetryNames {
             canonical_service: canonical_service(labels, &workload),
             canonical_revision: canonical_revision(labels),

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mesh_config::canonical::{self, TelemetryNames};
+use mesh_config::canonical::TelemetryNames;
 
 use anyhow::Context as _;
 use http::{Method, Request, Response, StatusCode};
@@ -204,12 +204,11 @@ pub async fn run(options: GatewayOptions) -> anyhow::Result<()> {
         metrics: HttpMetrics::default(),
         identity: ProxyIdentity {
             reporter: "source",
-            names: TelemetryNames {
-                workload: options.workload.clone(),
-                namespace: options.namespace.clone(),
-                canonical_service: canonical::canonical_service(&options.labels, &options.workload),
-                canonical_revision: canonical::canonical_revision(&options.labels),
-            },
+            names: TelemetryNames::from_workload(
+                options.workload.clone(),
+                &options.namespace,
+                &options.labels,
+            ),
             trust_domain: options.trust_domain.clone(),
         },
         entry: EntryPoint::Gateway {
