@@ -101,13 +101,13 @@ impl MeshConfig {
         })
     }
 
-    /// The percentage of new traces that are sampled, clamped to 0–100.
+    /// The percentage of new traces that are sampled ([`parse`](Self::parse) refuses one
+    /// outside 0–100).
     pub fn trace_sampling_percent(&self) -> f64 {
         self.default_config
             .tracing
             .sampling
             .unwrap_or(DEFAULT_TRACE_SAMPLING_PERCENT)
-            .clamp(0.0, 100.0)
     }
 
     /// Parses the `mesh` text; the error names the field.
