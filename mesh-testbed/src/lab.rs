@@ -23,7 +23,8 @@
 //! same node through the node's bridge, across nodes through the lab bridge. `lo` is up
 //! everywhere (127.0.0.1 and ::1 work in pods). All addresses are from 198.18.0.0/15
 //! (RFC 2544; 198.19/16 is left for Service VIPs) and fd00::/8. Limits: 250 nodes, 240 pods
-//! per node.
+//! per node. A running lab takes more pods ([`Lab::add_pod`]), numbered after the node's
+//! last, as pods are scheduled onto a cluster's nodes.
 //!
 //! Interface names (`br0`, `eth0`, `n<k>`, `p<j>`) live inside the lab's own namespaces, so
 //! they are short and need no run id. In the host's namespace the lab creates only the
@@ -365,6 +366,61 @@ impl Lab {
         self.inner.track_child(cmd.spawn()?)
     }
 
+    /// Adds a pod to node `node` of the running lab (as a kubelet creates one when a pod
+    /// is scheduled): the next pod number, its cgroup, namespace and link, created as
+    /// [`Lab::create`] creates them and removed with the lab. On error, what was made for
+    /// it is removed and the lab stays as it was.
+    pub fn add_pod(&mut self, node: usize) -> Result<&Pod, LabError> {
+        let id = self.inner.id.clone();
+        let Some(n) = node.checked_sub(1).and_then(|i| self.nodes.get(i)) else {
+            return Err(LabError::Spec(format!("lab {id} has no node {node}")));
+        };
+        let index = n.pods.len() + 1;
+        if index > MAX_PODS_PER_NODE {
+            return Err(LabError::Spec(format!(
+                "node {node} of lab {id} already has {MAX_PODS_PER_NODE} pods"
+            )));
+        }
+        let pod = Pod::plan(&id, &n.cgroup_path, node, index);
+        let mut link = Batch::new(Some(&n.netns_name));
+        pod.push_node_link(&mut link);
+        let created = {
+            // As during creation: a signal's cleanup waits for this pod to be whole.
+            let _creating = self.inner.creating();
+            self.create_pod(&pod, link)
+        };
+        if let Err(e) = created {
+            let mut undo = Batch::new(None);
+            undo.force = true;
+            undo.push(format!("netns del {}", pod.netns_name));
+            let _ = ip::run(&undo);
+            let _ = cgroup::remove(&pod.cgroup_path);
+            return Err(e);
+        }
+        let pods = &mut self.nodes[node - 1].pods;
+        pods.push(pod);
+        Ok(&pods[index - 1])
+    }
+
+    fn create_pod(&self, pod: &Pod, node_link: Batch) -> Result<(), LabError> {
+        const STEP: &str = "add-pod";
+        self.inner
+            .record_cgroup(pod.cgroup_path.clone())
+            .map_err(|e| self.io_err(STEP, e))?;
+        cgroup::create(&pod.cgroup_path).map_err(|e| self.io_err(STEP, e))?;
+        self.inner
+            .record_netns([pod.netns_name.clone()])
+            .map_err(|e| self.io_err(STEP, e))?;
+        let mut add = Batch::new(None);
+        add.push(format!("netns add {}", pod.netns_name));
+        self.ip(STEP, &[add])?;
+        run_in_netns(&pod.netns_path, || set_sysctls(false))
+            .and_then(|r| r)
+            .map_err(|e| self.io_err(STEP, e))?;
+        self.ip(STEP, &[node_link])?;
+        self.ip(STEP, &[pod.batch()])
+    }
+
     /// Removes the lab now (also done on drop). Idempotent.
     pub fn cleanup(&self) {
         self.inner.cleanup();
@@ -463,18 +519,7 @@ impl Node {
         let netns_name = plan::netns_name(id, &name);
         let cgroup_path = cgroup_root.join(plan::node_cgroup_name(index));
         let pods = (1..=spec.pods_per_node)
-            .map(|p| {
-                let name = plan::pod_name(index, p);
-                let netns_name = plan::netns_name(id, &name);
-                Pod {
-                    node: index,
-                    index: p,
-                    netns_path: named_netns_path(&netns_name),
-                    cgroup_path: cgroup_path.join(plan::pod_cgroup_name(p)),
-                    name,
-                    netns_name,
-                }
-            })
+            .map(|p| Pod::plan(id, &cgroup_path, index, p))
             .collect();
         Node {
             index,
@@ -504,12 +549,7 @@ impl Node {
         ));
         b.push("link set br0 up");
         for pod in &self.pods {
-            let port = plan::node_port_name(pod.index);
-            b.push(format!(
-                "link add {port} type veth peer name eth0 netns {}",
-                pod.netns_name
-            ));
-            b.push(format!("link set {port} master br0 up"));
+            pod.push_node_link(&mut b);
         }
         for m in (1..=spec.nodes).filter(|&m| m != n) {
             b.push(format!(
@@ -600,6 +640,30 @@ impl Node {
 }
 
 impl Pod {
+    fn plan(id: &str, node_cgroup: &Path, node: usize, index: usize) -> Pod {
+        let name = plan::pod_name(node, index);
+        let netns_name = plan::netns_name(id, &name);
+        Pod {
+            node,
+            index,
+            netns_path: named_netns_path(&netns_name),
+            cgroup_path: node_cgroup.join(plan::pod_cgroup_name(index)),
+            name,
+            netns_name,
+        }
+    }
+
+    /// The node side of the pod's link, in the node's batch: a veth whose peer is the
+    /// pod's `eth0`, on the node's bridge.
+    fn push_node_link(&self, b: &mut Batch) {
+        let port = plan::node_port_name(self.index);
+        b.push(format!(
+            "link add {port} type veth peer name eth0 netns {}",
+            self.netns_name
+        ));
+        b.push(format!("link set {port} master br0 up"));
+    }
+
     fn batch(&self) -> Batch {
         let (n, p) = (self.node, self.index);
         let mut b = Batch::new(Some(&self.netns_name));

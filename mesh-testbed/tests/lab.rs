@@ -262,6 +262,32 @@ fn drop_removes_everything_and_kills_processes() {
 }
 
 #[test]
+fn a_pod_added_to_a_running_lab_is_reached_and_removed_with_it() {
+    let mut lab = lab(2, 1);
+    let id = lab.id().to_owned();
+    let added = lab.add_pod(2).expect("add a pod to node 2").clone();
+    assert_eq!(added.name(), "n2p2");
+    assert_eq!(added.ip().to_string(), "198.18.2.12");
+    assert_eq!(lab.node(2).pods().len(), 2);
+    assert!(added.cgroup_path().is_dir(), "the new pod has its cgroup");
+
+    let server = serve(&added, SocketAddr::new(added.ip().into(), 7000));
+    assert_echo(lab.pod(1, 1), server); // across nodes
+    assert_echo(lab.pod(2, 1), server); // same node
+    let v6 = serve(&added, SocketAddr::new(added.ipv6().into(), 7000));
+    assert_echo(lab.pod(1, 1), v6);
+    let back = serve(lab.pod(1, 1), SocketAddr::new(lab.pod(1, 1).ip().into(), 7001));
+    assert_echo(&added, back);
+
+    let tracked = lab.spawn(added.command("sleep").arg("1000")).unwrap();
+    let err = lab.add_pod(3).expect_err("node 3 does not exist");
+    assert!(err.to_string().contains("no node 3"), "{err}");
+    drop(lab);
+    assert_gone(&id);
+    assert!(!is_alive(tracked.pid()), "the added pod's process is killed");
+}
+
+#[test]
 fn cleanup_is_idempotent() {
     let lab = lab(1, 1);
     let id = lab.id().to_owned();
