@@ -276,7 +276,10 @@ fn a_pod_added_to_a_running_lab_is_reached_and_removed_with_it() {
     assert_echo(lab.pod(2, 1), server); // same node
     let v6 = serve(&added, SocketAddr::new(added.ipv6().into(), 7000));
     assert_echo(lab.pod(1, 1), v6);
-    let back = serve(lab.pod(1, 1), SocketAddr::new(lab.pod(1, 1).ip().into(), 7001));
+    let back = serve(
+        lab.pod(1, 1),
+        SocketAddr::new(lab.pod(1, 1).ip().into(), 7001),
+    );
     assert_echo(&added, back);
 
     let tracked = lab.spawn(added.command("sleep").arg("1000")).unwrap();
@@ -284,7 +287,10 @@ fn a_pod_added_to_a_running_lab_is_reached_and_removed_with_it() {
     assert!(err.to_string().contains("no node 3"), "{err}");
     drop(lab);
     assert_gone(&id);
-    assert!(!is_alive(tracked.pid()), "the added pod's process is killed");
+    assert!(
+        !is_alive(tracked.pid()),
+        "the added pod's process is killed"
+    );
 }
 
 #[test]
