@@ -160,6 +160,12 @@ impl Upstream {
             done.upstream = Some(endpoint_authority(endpoint));
             done.workload = endpoint.workload.clone();
             done.telemetry = endpoint.telemetry.clone();
+            if endpoint.address.is_none() && endpoint.hostname.is_none() {
+                // A workload whose pods do not run yet (a Deployment just applied): no
+                // address to dial, and no name to hand to the resolver.
+                done.result = Err(ResponseFlag::NoHealthyUpstream);
+                return;
+            }
             let Some(body) = out.body.take() else {
                 return;
             };
