@@ -10,7 +10,9 @@
 //! does). Deleting removes the files of the objects the file names; an object that came from
 //! the demo's `--config` is left alone, and said so. A file that does not load (bad YAML,
 //! an unknown field) is refused as a whole, naming file, line and field; nothing is written.
-//! Pods of Deployments applied this way are not started: the demo plans its pods at start.
+//! The demo watches the directory too: it starts the pods of Deployments (StatefulSets,
+//! DaemonSets, ReplicaSets, bare Pods, waypoints) applied this way and stops those of
+//! deleted ones ([`super::pods`]).
 
 use std::path::{Path, PathBuf};
 
@@ -199,15 +201,7 @@ pub fn apply(demo: &DemoRecord, file: &Path) -> Result<Vec<String>, ControlError
         let tmp = demo.config_dir.join(format!(".{}.tmp", doc.key));
         std::fs::write(&tmp, &doc.text).map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        let note = if matches!(
-            doc.key.split('.').next(),
-            Some("Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Pod")
-        ) {
-            " (its pods are not started: the demo plans pods at start; use --config)"
-        } else {
-            ""
-        };
-        said.push(format!("{} {verb}{note}", doc.label));
+        said.push(format!("{} {verb}", doc.label));
     }
     Ok(said)
 }

@@ -14,30 +14,21 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::Stdio,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
-use mesh_config::{LoadedObject, Object, Snapshot};
+use mesh_config::snapshot::BuildOptions;
+use mesh_config::source::dir::DirSource;
+use mesh_config::{ConfigStore, LoadedObject, Object, Snapshot};
 use mesh_testbed::lab::{Lab, LabChild, LabSpec};
 use tokio::net::TcpListener;
 
 use crate::{
     app::upstream,
     launch::{self, LabAgent, StartOptions},
-    pod::PodSpec,
 };
-
-pub mod config;
-pub mod console;
-pub mod control;
-pub mod ingress;
-pub mod plan;
-pub mod prometheus;
-pub mod role;
-pub mod traces;
-
-use plan::{Plan, PodPlan};
 
 /// `println!` that does not panic when stdout is gone (`mesh-agent demo | head`, a closed
 /// terminal): a panic there would skip the cleanup.
@@ -50,6 +41,19 @@ macro_rules! say {
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
 }
+
+pub mod config;
+pub mod console;
+pub mod control;
+pub mod ingress;
+pub mod plan;
+pub mod pods;
+pub mod prometheus;
+pub mod role;
+pub mod traces;
+
+use plan::Plan;
+use pods::{Mesh, Pods};
 
 const BPFFS_ROOT: &str = "/sys/fs/bpf/mesh-demo";
 /// How long the demo waits for its first served page before saying so.
@@ -92,7 +96,7 @@ pub async fn run(options: DemoOptions, started: Instant) -> Result<()> {
     let outcome = async {
         let objects = config::prepare(&config_dir, &options.configs)?;
         let plan = plan::plan(&objects, options.nodes, &mut fastrand::Rng::new());
-        let lab = Lab::create(LabSpec {
+        let mut lab = Lab::create(LabSpec {
             nodes: plan.nodes,
             pods_per_node: plan.pods_per_node,
         })
@@ -105,7 +109,7 @@ pub async fn run(options: DemoOptions, started: Instant) -> Result<()> {
         );
         let mut running = Running::default();
         let result = tokio::select! {
-            r = demo(&lab, &bin, &plan, &objects, &config_dir, listener, &mut running, &options, started) => r,
+            r = demo(&mut lab, &bin, &plan, &objects, &config_dir, listener, &mut running, &options, started) => r,
             () = shutdown_signal() => Ok(()),
         };
         say!("stopping: removing lab {}", lab.id());
@@ -188,7 +192,7 @@ async fn shutdown_signal() {
 
 #[allow(clippy::too_many_arguments)]
 async fn demo(
-    lab: &Lab,
+    lab: &mut Lab,
     bin: &Path,
     plan: &Plan,
     objects: &[LoadedObject],
@@ -225,28 +229,37 @@ async fn demo(
         running.agents.push((agent, child));
     }
 
+    let agents: Vec<LabAgent> = running.agents.iter().map(|(a, _)| a.clone()).collect();
+    let mesh = Mesh {
+        bin,
+        config_dir,
+        agents: &agents,
+        metrics_addr: metrics_addr(),
+    };
+    let mut pods = Pods::default();
     for pod in plan.all_pods() {
-        enroll(lab, pod, &running.agents[pod.node - 1].0).await?;
+        pods::enroll(lab, pod, &mesh).await?;
     }
     for pod in &plan.workloads {
-        start_workload(lab, bin, pod)?;
+        pods.start_processes(lab, &mesh, pod.clone())?;
     }
     // Before any traffic: an endpoint that refuses a first connection is ejected for a
     // while, and the first pages would miss it.
-    wait_listening(lab, plan).await?;
-    let gateway_pod = lab.pod(plan.gateway.node, plan.gateway.slot);
+    pods::wait_listening(lab, &plan.workloads.iter().collect::<Vec<_>>()).await?;
+    let gateway_pod = lab.pod(plan.gateway.node, plan.gateway.slot).clone();
     let mut gateway = gateway_pod.command(bin);
     gateway
         .args(["gateway", "--config-dir"])
         .arg(config_dir)
-        .args(["--labels", &labels_arg(&plan.gateway)])
+        .args(["--labels", &pods::labels_arg(&plan.gateway)])
         .args(["--namespace", &plan.gateway.namespace])
         .args(["--workload", plan::GATEWAY_SERVICE_ACCOUNT])
         .args(["--metrics-addr", &metrics_addr()])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    lab.spawn(&mut gateway).context("starting the gateway")?;
+    let gateway = lab.spawn(&mut gateway).context("starting the gateway")?;
+    pods.adopt(plan.gateway.clone(), vec![gateway]);
     say!(
         "  pod {:<40} {} {:<14} ingress gateway",
         format!("{}/{}", plan.gateway.namespace, plan.gateway.name),
@@ -254,30 +267,9 @@ async fn demo(
         gateway_pod.ip()
     );
     for waypoint in &plan.waypoints {
-        let pod = lab.pod(waypoint.node, waypoint.slot);
-        let name = waypoint
-            .labels
-            .get(mesh_config::snapshot::GATEWAY_NAME_LABEL)
-            .cloned()
-            .unwrap_or_default();
-        let mut command = pod.command(bin);
-        command
-            .args(["waypoint", "--config-dir"])
-            .arg(config_dir)
-            .args(["--name", &name, "--namespace", &waypoint.namespace])
-            .args(["--metrics-addr", &metrics_addr()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        lab.spawn(&mut command).context("starting a waypoint")?;
-        say!(
-            "  pod {:<40} {} {:<14} waypoint {}/{name}",
-            format!("{}/{}", waypoint.namespace, waypoint.name),
-            pod.name(),
-            pod.ip(),
-            waypoint.namespace
-        );
+        pods.start_processes(lab, &mesh, waypoint.clone())?;
     }
+    pods.offer_unused(lab);
 
     let targets = prometheus::Targets {
         agents: lab.nodes().iter().map(|n| n.addr()).collect(),
@@ -374,12 +366,50 @@ async fn demo(
     let _record =
         control::record(config_dir).context("recording the demo for `mesh-agent apply`")?;
     print_usage(plan, running, bookinfo, options);
+    let until = options.duration.map(|d| tokio::time::Instant::now() + d);
+    follow_configuration(lab, &mesh, &mut pods, plan.nodes, until).await
+}
 
-    match options.duration {
-        Some(duration) => tokio::time::sleep(duration).await,
-        None => std::future::pending().await,
+/// Until `until` (or forever), starts and stops pods as the configuration directory
+/// changes: each change the mesh accepts (`mesh-agent apply -f`, `delete -f`) is compared
+/// with the running pods ([`plan::reconcile`]) and carried out ([`Pods::apply`]).
+async fn follow_configuration(
+    lab: &mut Lab,
+    mesh: &Mesh<'_>,
+    pods: &mut Pods,
+    nodes: usize,
+    until: Option<tokio::time::Instant>,
+) -> Result<()> {
+    let store = Arc::new(ConfigStore::new(BuildOptions::default()));
+    let _watch = DirSource::spawn(mesh.config_dir, store.clone())
+        .context("watching the demo's configuration")?;
+    let mut changed = store.subscribe();
+    let mut rng = fastrand::Rng::new();
+    loop {
+        let stop = async {
+            match until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            seen = changed.changed() => if seen.is_err() { return Ok(()) },
+            () = stop => return Ok(()),
+        }
+        let loaded = pods::configuration_files(mesh.config_dir)
+            .and_then(|files| mesh_config::load_paths(&files).map_err(anyhow::Error::from));
+        let objects = match loaded {
+            Ok(loaded) => loaded.objects,
+            Err(e) => {
+                say!("warning: the pods stay as they are: {e:#}");
+                continue;
+            }
+        };
+        let changes = plan::reconcile(&pods.plans(), &objects, nodes, &mut rng);
+        if !changes.is_empty() {
+            pods.apply(lab, mesh, changes, &objects).await?;
+        }
     }
-    Ok(())
 }
 
 /// Every agent, gateway and waypoint serves `/metrics` on Istio's port, in its own
@@ -414,119 +444,6 @@ async fn start_agent(
     };
     let child = agent.start(lab, node, bin, options).await?;
     Ok((agent, child))
-}
-
-/// The pod's resolv.conf (as a kubelet writes it), then enrollment with its node's agent.
-async fn enroll(lab: &Lab, pod: &PodPlan, agent: &LabAgent) -> Result<()> {
-    let lab_pod = lab.pod(pod.node, pod.slot);
-    let search = [
-        format!("{}.svc.cluster.local", pod.namespace),
-        "svc.cluster.local".into(),
-        "cluster.local".into(),
-    ];
-    // Any nameserver will do: the kernel steers the pod's queries to the agent.
-    lab_pod
-        .write_resolv_conf(
-            &[lab.node(pod.node).pod_gateway().into()],
-            &search,
-            &["ndots:5"],
-        )
-        .context("writing a pod's resolv.conf")?;
-    let spec = PodSpec {
-        name: pod.name.clone(),
-        namespace: pod.namespace.clone(),
-        service_account: pod.service_account.clone(),
-        labels: pod.labels.clone(),
-        netns: lab_pod.netns_path().to_path_buf(),
-        cgroup: Some(lab_pod.cgroup_path().to_path_buf()),
-        ips: vec![lab_pod.ip().into(), lab_pod.ipv6().into()],
-    };
-    agent
-        .client()
-        .enroll(&spec)
-        .await
-        .with_context(|| format!("enrolling pod {}/{}", pod.namespace, pod.name))
-}
-
-/// Starts each container's built-in workload in the pod, seeing the pod's resolv.conf.
-fn start_workload(lab: &Lab, bin: &Path, pod: &PodPlan) -> Result<()> {
-    let lab_pod = lab.pod(pod.node, pod.slot);
-    for container in &pod.containers {
-        let ports: Vec<u16> = container.ports.iter().map(|p| p.number).collect();
-        let what = if ports.is_empty() {
-            "no container port: nothing to serve".to_string()
-        } else {
-            let list: Vec<String> = ports.iter().map(|p| format!(":{p}")).collect();
-            format!("{} on {}", container.role.name(), list.join(" "))
-        };
-        say!(
-            "  pod {:<40} {} {:<14} {what}",
-            format!("{}/{}", pod.namespace, pod.name),
-            lab_pod.name(),
-            lab_pod.ip()
-        );
-        if ports.is_empty() {
-            continue;
-        }
-        let mut cmd = lab_pod.command_with_etc(bin);
-        cmd.arg("app").args(container.role.app_args());
-        for port in &ports {
-            cmd.args(["--listen", &format!("0.0.0.0:{port}")]);
-        }
-        if container.role == role::Role::Generic {
-            cmd.args(["--name", &container.name])
-                .args(["--pod", &pod.name])
-                .args(["--namespace", &pod.namespace])
-                .args(["--labels", &labels_arg(pod)]);
-        }
-        cmd.envs(container.env.iter().map(|(k, v)| (k, v)))
-            .env("HOSTNAME", &pod.name)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        lab.spawn(&mut cmd)
-            .with_context(|| format!("starting {} in pod {}", container.name, pod.name))?;
-    }
-    Ok(())
-}
-
-/// Waits until every container port of every workload accepts, probing over the pod's
-/// own loopback from a thread in its namespace (neither captured nor steered, so the probe
-/// reaches the app itself).
-async fn wait_listening(lab: &Lab, plan: &Plan) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut probes = tokio::task::JoinSet::new();
-    for pod in &plan.workloads {
-        for port in pod.containers.iter().flat_map(|c| &c.ports) {
-            let lab_pod = lab.pod(pod.node, pod.slot).clone();
-            let addr = SocketAddr::from(([127, 0, 0, 1], port.number));
-            let what = format!("{}/{} port {}", pod.namespace, pod.name, port.number);
-            probes.spawn_blocking(move || {
-                let listening = lab_pod.run(move || {
-                    while Instant::now() < deadline {
-                        let probe =
-                            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
-                        if probe.is_ok() {
-                            return true;
-                        }
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    false
-                });
-                (what, listening.unwrap_or(false))
-            });
-        }
-    }
-    while let Some(probe) = probes.join_next().await {
-        let (what, listening) = probe?;
-        anyhow::ensure!(listening, "{what}: nothing listens after 10 s");
-    }
-    Ok(())
-}
-
-fn labels_arg(pod: &PodPlan) -> String {
-    let pairs: Vec<String> = pod.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    pairs.join(",")
 }
 
 /// The gateway's first plain HTTP server port, from the configuration as it will see it.

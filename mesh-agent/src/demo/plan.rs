@@ -115,64 +115,7 @@ pub fn plan(objects: &[LoadedObject], nodes: usize, rng: &mut fastrand::Rng) -> 
     let nodes = nodes.max(1);
     let mut names = BTreeSet::new();
     let mut pods = vec![gateway_pod(rng, &mut names)];
-    for loaded in objects {
-        let object = &loaded.object;
-        let meta = object.meta();
-        let owner_name = meta.name.clone().unwrap_or_default();
-        let owner = format!("{}/{owner_name}", object.kind());
-        match object {
-            Object::Pod(pod) => {
-                let template = PodTemplateSpec {
-                    metadata: Some(pod.metadata.clone()),
-                    spec: pod.spec.clone(),
-                };
-                pods.push(pod_from(&template, meta, owner_name, owner));
-            }
-            Object::Deployment(d) => {
-                let Some(spec) = &d.spec else { continue };
-                let hash = template_hash(&spec.template);
-                for _ in 0..spec.replicas.unwrap_or(1).max(0) {
-                    let name = unique(&mut names, || {
-                        format!("{owner_name}-{hash}-{}", suffix(rng))
-                    });
-                    let mut pod = pod_from(&spec.template, meta, name, owner.clone());
-                    // As the Deployment's ReplicaSet labels its pods.
-                    pod.labels.insert(POD_TEMPLATE_HASH.into(), hash.clone());
-                    pods.push(pod);
-                }
-            }
-            Object::ReplicaSet(r) => {
-                let Some(template) = r.spec.as_ref().and_then(|s| s.template.as_ref()) else {
-                    continue;
-                };
-                let replicas = r.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                for _ in 0..replicas.max(0) {
-                    let name = unique(&mut names, || format!("{owner_name}-{}", suffix(rng)));
-                    pods.push(pod_from(template, meta, name, owner.clone()));
-                }
-            }
-            Object::StatefulSet(s) => {
-                let Some(spec) = &s.spec else { continue };
-                for ordinal in 0..spec.replicas.unwrap_or(1).max(0) {
-                    let name = format!("{owner_name}-{ordinal}");
-                    names.insert(name.clone());
-                    pods.push(pod_from(&spec.template, meta, name, owner.clone()));
-                }
-            }
-            Object::DaemonSet(d) => {
-                let Some(spec) = &d.spec else { continue };
-                for _ in 0..nodes {
-                    let name = unique(&mut names, || format!("{owner_name}-{}", suffix(rng)));
-                    pods.push(pod_from(&spec.template, meta, name, owner.clone()));
-                }
-            }
-            Object::K8sGateway(g) if g.spec.gateway_class_name == WAYPOINT_CLASS => {
-                let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
-                pods.push(waypoint_pod(rng, &mut names, &owner_name, namespace));
-            }
-            _ => {}
-        }
-    }
+    pods.extend(configured_pods(objects, nodes, rng, &mut names));
     // Round robin over the nodes; a DaemonSet's pods are consecutive, so one per node.
     let mut used = vec![0usize; nodes];
     for (i, pod) in pods.iter_mut().enumerate() {
@@ -193,6 +136,164 @@ pub fn plan(objects: &[LoadedObject], nodes: usize, rng: &mut fastrand::Rng) -> 
     }
 }
 
+/// What a change of the configuration does to a running demo's pods, as the controllers
+/// would: pods still wanted keep running (same owner and template; a StatefulSet's or a
+/// bare Pod's by name, a DaemonSet's on its node); pods no longer wanted stop (a deleted
+/// Deployment, fewer replicas, a changed template); missing ones start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Placed on a node (`node` set, the fewest pods first; a DaemonSet's on the node that
+    /// lacks one), `slot` 0: the caller gives each a lab pod.
+    pub start: Vec<PodPlan>,
+    pub stop: Vec<PodPlan>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.start.is_empty() && self.stop.is_empty()
+    }
+}
+
+/// The [`Changes`] that take `running` (every pod the demo runs, the gateway's included,
+/// which stays) to what `objects` declare over `nodes` nodes.
+pub fn reconcile(
+    running: &[PodPlan],
+    objects: &[LoadedObject],
+    nodes: usize,
+    rng: &mut fastrand::Rng,
+) -> Changes {
+    let nodes = nodes.max(1);
+    let mut names: BTreeSet<String> = running.iter().map(|p| p.name.clone()).collect();
+    let mut wanted = configured_pods(objects, nodes, rng, &mut names);
+    // A DaemonSet's pods are consecutive: the k-th goes on node k.
+    let mut daemon_index = BTreeMap::<String, usize>::new();
+    for pod in wanted
+        .iter_mut()
+        .filter(|p| p.owner.starts_with("DaemonSet/"))
+    {
+        let k = daemon_index.entry(pod.owner.clone()).or_default();
+        pod.node = *k % nodes + 1;
+        *k += 1;
+    }
+    let mut unmatched: Vec<&PodPlan> = running
+        .iter()
+        .filter(|p| p.owner != GATEWAY_OWNER)
+        .collect();
+    let mut start = Vec::new();
+    for pod in wanted {
+        match unmatched.iter().position(|r| same_pod(r, &pod)) {
+            Some(i) => {
+                unmatched.swap_remove(i);
+            }
+            None => start.push(pod),
+        }
+    }
+    let stop: Vec<PodPlan> = unmatched.into_iter().cloned().collect();
+    let mut load = vec![0usize; nodes];
+    for pod in running.iter().filter(|p| !stop.contains(p)) {
+        if let Some(n) = pod.node.checked_sub(1).and_then(|i| load.get_mut(i)) {
+            *n += 1;
+        }
+    }
+    for pod in start.iter_mut().filter(|p| p.node == 0) {
+        let (fewest, _) = load
+            .iter()
+            .enumerate()
+            .min_by_key(|&(i, n)| (*n, i))
+            .unwrap_or((0, &0));
+        load[fewest] += 1;
+        pod.node = fewest + 1;
+    }
+    Changes { start, stop }
+}
+
+/// Whether `running` is the pod `wanted` stands for: same owner, namespace and template
+/// (labels, service account, containers; a Deployment's template hash is a label, a
+/// waypoint's Gateway name too); named alike where the controller fixes names; on the same
+/// node for a DaemonSet.
+fn same_pod(running: &PodPlan, wanted: &PodPlan) -> bool {
+    let kind = wanted.owner.split_once('/').map(|(kind, _)| kind);
+    running.owner == wanted.owner
+        && running.namespace == wanted.namespace
+        && running.labels == wanted.labels
+        && running.service_account == wanted.service_account
+        && running.containers == wanted.containers
+        && match kind {
+            Some("Pod" | "StatefulSet") => running.name == wanted.name,
+            Some("DaemonSet") => running.node == wanted.node,
+            // A waypoint by its Gateway's name, which its labels carry.
+            _ => true,
+        }
+}
+
+/// The pods `objects` declare, in their order, unplaced (`node`, `slot` 0); names are
+/// drawn so none is in `names`, and added to it.
+fn configured_pods(
+    objects: &[LoadedObject],
+    nodes: usize,
+    rng: &mut fastrand::Rng,
+    names: &mut BTreeSet<String>,
+) -> Vec<PodPlan> {
+    let mut pods = Vec::new();
+    for loaded in objects {
+        let object = &loaded.object;
+        let meta = object.meta();
+        let owner_name = meta.name.clone().unwrap_or_default();
+        let owner = format!("{}/{owner_name}", object.kind());
+        match object {
+            Object::Pod(pod) => {
+                let template = PodTemplateSpec {
+                    metadata: Some(pod.metadata.clone()),
+                    spec: pod.spec.clone(),
+                };
+                pods.push(pod_from(&template, meta, owner_name, owner));
+            }
+            Object::Deployment(d) => {
+                let Some(spec) = &d.spec else { continue };
+                let hash = template_hash(&spec.template);
+                for _ in 0..spec.replicas.unwrap_or(1).max(0) {
+                    let name = unique(names, || format!("{owner_name}-{hash}-{}", suffix(rng)));
+                    let mut pod = pod_from(&spec.template, meta, name, owner.clone());
+                    // As the Deployment's ReplicaSet labels its pods.
+                    pod.labels.insert(POD_TEMPLATE_HASH.into(), hash.clone());
+                    pods.push(pod);
+                }
+            }
+            Object::ReplicaSet(r) => {
+                let Some(template) = r.spec.as_ref().and_then(|s| s.template.as_ref()) else {
+                    continue;
+                };
+                let replicas = r.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                for _ in 0..replicas.max(0) {
+                    let name = unique(names, || format!("{owner_name}-{}", suffix(rng)));
+                    pods.push(pod_from(template, meta, name, owner.clone()));
+                }
+            }
+            Object::StatefulSet(s) => {
+                let Some(spec) = &s.spec else { continue };
+                for ordinal in 0..spec.replicas.unwrap_or(1).max(0) {
+                    let name = format!("{owner_name}-{ordinal}");
+                    names.insert(name.clone());
+                    pods.push(pod_from(&spec.template, meta, name, owner.clone()));
+                }
+            }
+            Object::DaemonSet(d) => {
+                let Some(spec) = &d.spec else { continue };
+                for _ in 0..nodes {
+                    let name = unique(names, || format!("{owner_name}-{}", suffix(rng)));
+                    pods.push(pod_from(&spec.template, meta, name, owner.clone()));
+                }
+            }
+            Object::K8sGateway(g) if g.spec.gateway_class_name == WAYPOINT_CLASS => {
+                let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+                pods.push(waypoint_pod(rng, names, &owner_name, namespace));
+            }
+            _ => {}
+        }
+    }
+    pods
+}
+
 fn gateway_pod(rng: &mut fastrand::Rng, names: &mut BTreeSet<String>) -> PodPlan {
     let hash = safe_encode(0x1d5e_a7e5);
     let name = unique(names, || {
@@ -209,12 +310,14 @@ fn gateway_pod(rng: &mut fastrand::Rng, names: &mut BTreeSet<String>) -> PodPlan
             .collect(),
         service_account: GATEWAY_SERVICE_ACCOUNT.into(),
         containers: Vec::new(),
-        owner: "ingress gateway".into(),
+        owner: GATEWAY_OWNER.into(),
         node: 0,
         slot: 0,
     }
 }
 
+/// What the ingress gateway's pod's `owner` says.
+pub const GATEWAY_OWNER: &str = "ingress gateway";
 /// What a waypoint pod's `owner` says.
 pub const WAYPOINT_OWNER: &str = "waypoint";
 

@@ -188,3 +188,158 @@ fn a_waypoint_gateway_gets_a_pod_of_its_own_labelled_with_its_name() {
     assert_eq!(plan.workloads.len(), 6);
     assert!(plan.all_pods().any(|p| p.name == waypoint.name));
 }
+
+fn website(version: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: website-{version}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels:
+      app: website
+      version: {version}
+  template:
+    metadata:
+      labels:
+        app: website
+        version: {version}
+    spec:
+      containers:
+      - name: website
+        image: example/website:{version}
+        ports:
+        - containerPort: 80
+"
+    )
+}
+
+/// What a demo runs after `changes`: `running` without the stopped, with the started.
+fn after(running: &[PodPlan], changes: &Changes) -> Vec<PodPlan> {
+    let mut pods: Vec<PodPlan> = running
+        .iter()
+        .filter(|p| !changes.stop.contains(p))
+        .cloned()
+        .collect();
+    pods.extend(changes.start.iter().cloned());
+    pods
+}
+
+fn running(plan: &Plan) -> Vec<PodPlan> {
+    plan.all_pods().cloned().collect()
+}
+
+#[test]
+fn the_same_configuration_changes_nothing() {
+    let objects = bookinfo();
+    let mut rng = fastrand::Rng::with_seed(3);
+    let plan = plan(&objects, 2, &mut rng);
+    let changes = reconcile(&running(&plan), &objects, 2, &mut rng);
+    assert!(changes.is_empty(), "{changes:?}");
+}
+
+#[test]
+fn an_applied_deployment_starts_its_replicas_on_the_emptiest_nodes_and_a_deleted_one_stops_them() {
+    let mut rng = fastrand::Rng::with_seed(5);
+    let mut objects = bookinfo();
+    let plan = plan(&objects, 2, &mut rng);
+    let before = running(&plan);
+    objects.extend(load(&website("v1", 3)));
+    let changes = reconcile(&before, &objects, 2, &mut rng);
+    assert!(changes.stop.is_empty(), "{changes:?}");
+    assert_eq!(changes.start.len(), 3);
+    for pod in &changes.start {
+        assert!(pod.name.starts_with("website-v1-"), "{}", pod.name);
+        assert_eq!(pod.owner, "Deployment/website-v1");
+        assert_eq!(pod.slot, 0, "the caller gives it a lab pod");
+        assert!(!before.iter().any(|p| p.name == pod.name));
+    }
+    // Bookinfo's 7 pods sit 4 on node 1 and 3 on node 2: node 2 first, then alternately.
+    let nodes: Vec<usize> = changes.start.iter().map(|p| p.node).collect();
+    assert_eq!(nodes, [2, 1, 2]);
+
+    let with_website = after(&before, &changes);
+    assert!(reconcile(&with_website, &objects, 2, &mut rng).is_empty());
+
+    // Scaled down to one: two stop, one stays.
+    let mut scaled = bookinfo();
+    scaled.extend(load(&website("v1", 1)));
+    let changes = reconcile(&with_website, &scaled, 2, &mut rng);
+    assert!(changes.start.is_empty(), "{changes:?}");
+    assert_eq!(changes.stop.len(), 2);
+
+    // Deleted: every website pod stops, Bookinfo's stay.
+    let changes = reconcile(&with_website, &bookinfo(), 2, &mut rng);
+    assert!(changes.start.is_empty());
+    assert_eq!(changes.stop.len(), 3);
+    assert!(
+        changes
+            .stop
+            .iter()
+            .all(|p| p.owner == "Deployment/website-v1")
+    );
+}
+
+#[test]
+fn a_changed_template_replaces_the_pods_and_a_statefulset_keeps_its_ordinals() {
+    let mut rng = fastrand::Rng::with_seed(9);
+    let objects = load(&website("v1", 2));
+    let plan = plan(&objects, 1, &mut rng);
+    let before = running(&plan);
+    let changed = load(&website("v1", 2).replace("image: example/website:v1", "image: other"));
+    let changes = reconcile(&before, &changed, 1, &mut rng);
+    assert_eq!(changes.stop.len(), 2, "{changes:?}");
+    assert_eq!(changes.start.len(), 2);
+    let hash = |p: &PodPlan| p.labels[POD_TEMPLATE_HASH].clone();
+    assert_ne!(hash(&changes.stop[0]), hash(&changes.start[0]));
+
+    let db = |replicas: u32| {
+        load(&format!(
+            "apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: db}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      containers: [{{name: db, image: example/db}}]
+"
+        ))
+    };
+    let plan = super::plan(&db(3), 2, &mut rng);
+    let changes = reconcile(&running(&plan), &db(1), 2, &mut rng);
+    let mut stopped: Vec<&str> = changes.stop.iter().map(|p| p.name.as_str()).collect();
+    stopped.sort();
+    assert_eq!(stopped, ["db-1", "db-2"]);
+    let plan = super::plan(&db(1), 2, &mut rng);
+    let changes = reconcile(&running(&plan), &db(2), 2, &mut rng);
+    let started: Vec<&str> = changes.start.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(started, ["db-1"]);
+}
+
+#[test]
+fn a_daemonset_applied_later_gets_one_pod_per_node() {
+    let mut rng = fastrand::Rng::with_seed(11);
+    let plan = plan(&bookinfo(), 3, &mut rng);
+    let mut objects = bookinfo();
+    objects.extend(load(
+        "apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: logger, namespace: kube-system}
+spec:
+  selector: {matchLabels: {app: logger}}
+  template:
+    metadata: {labels: {app: logger}}
+    spec:
+      containers: [{name: logger, image: example/logger}]
+",
+    ));
+    let changes = reconcile(&running(&plan), &objects, 3, &mut rng);
+    let mut nodes: Vec<usize> = changes.start.iter().map(|p| p.node).collect();
+    nodes.sort();
+    assert_eq!(nodes, [1, 2, 3]);
+}
