@@ -18,6 +18,8 @@ struct Demo {
     port: u16,
     lab_id: String,
     lines: Vec<String>,
+    /// The stdout lines not read yet.
+    more: mpsc::Receiver<String>,
 }
 
 impl Demo {
@@ -50,11 +52,12 @@ impl Demo {
             port,
             lab_id: String::new(),
             lines: Vec::new(),
+            more: rx,
         };
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
+            let line = match demo.more.recv_timeout(left) {
                 Ok(line) => line,
                 Err(_) => bail!(
                     "the demo did not say it was ready within 90 s: {:?}",
@@ -72,6 +75,37 @@ impl Demo {
         }
         ensure!(!demo.lab_id.is_empty(), "no lab line: {:?}", demo.lines);
         Ok(demo)
+    }
+
+    /// Waits (at most `timeout`) for the next stdout line that `wanted` accepts.
+    fn wait_line(&mut self, timeout: Duration, wanted: impl Fn(&str) -> bool) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .more
+                .recv_timeout(left)
+                .with_context(|| format!("no such line within {timeout:?}"))?;
+            self.lines.push(line.clone());
+            if wanted(&line) {
+                return Ok(line);
+            }
+        }
+    }
+
+    /// `mesh-agent apply -f FILE` or `delete -f FILE` against this demo: stdout.
+    fn control(&self, verb: &str, file: &Path) -> Result<String> {
+        let out = Command::new(agent_bin())
+            .args([verb, "--demo", &self.child.id().to_string(), "-f"])
+            .arg(file)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "{verb} {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn url(&self, path: &str) -> String {
@@ -437,11 +471,133 @@ fn demo_runs_a_users_own_manifests_unchanged_and_routes_them_as_written() -> Res
     assert_eq!(ws["accept_ok"], true, "{ws}");
     assert_eq!(ws["reply"], "hello, mesh", "{ws}");
 
+    deployments_applied_later_run_and_deleted_ones_stop(&mut demo, &dir.0)?;
+
     let pid = demo.child.id();
     let lab_id = demo.lab_id.clone();
     ensure!(demo.terminate()?.success());
     let left = leftovers(&lab_id, pid, 3)?;
     ensure!(left.is_empty(), "left behind after SIGTERM: {left:#?}");
+    Ok(())
+}
+
+/// A fourth version of the website, applied to the running demo with its route: the
+/// Deployment with `replicas` replicas, the DestinationRule with a v4 subset and the
+/// VirtualService sending `x-version: v4` there (both replace the `--config` ones).
+fn website_v4(replicas: u32) -> String {
+    let deployment =
+        website_deployment("v4").replace("replicas: 1", &format!("replicas: {replicas}"));
+    let route = WEBSITE
+        .split("\n---\n")
+        .filter(|doc| doc.contains("kind: DestinationRule") || doc.contains("kind: VirtualService"))
+        .map(|doc| {
+            doc.replace(
+                "  - {name: v3, labels: {version: v3}}",
+                "  - {name: v3, labels: {version: v3}}\n  - {name: v4, labels: {version: v4}}",
+            )
+            .replace(
+                "  - route: [{destination: {host: website, subset: v3}}]",
+                "  - match: [{headers: {x-version: {exact: v4}}}]\n    route: [{destination: {host: website, subset: v4}}]\n  - route: [{destination: {host: website, subset: v3}}]",
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    format!("{deployment}\n---\n{route}")
+}
+
+/// The website pods the host runs: pod names from the generic workloads' `--pod` argument.
+fn running_pods(prefix: &str) -> Result<Vec<String>> {
+    let mut pods = Vec::new();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if let Some(i) = args.iter().position(|a| a == "--pod")
+            && let Some(pod) = args.get(i + 1).filter(|p| p.starts_with(prefix))
+        {
+            pods.push(pod.clone());
+        }
+    }
+    pods.sort();
+    Ok(pods)
+}
+
+/// The pods that answer 20 requests routed to website v4.
+fn v4_pods(demo: &Demo) -> Result<std::collections::BTreeSet<String>> {
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let (status, body) = demo.curl("/", &["-H", "x-version: v4"])?;
+        ensure!(status == 200, "status {status}: {body}");
+        let json: Value = serde_json::from_str(&body)?;
+        ensure!(json["labels"]["version"] == "v4", "{json}");
+        let pod = json["pod"].as_str().context("no pod in the answer")?;
+        seen.insert(pod.to_string());
+    }
+    Ok(seen)
+}
+
+/// Issue 11's live workloads: a Deployment applied to the running demo starts its pods
+/// (which serve its route), scaling it down stops one, deleting it stops the rest.
+fn deployments_applied_later_run_and_deleted_ones_stop(demo: &mut Demo, dir: &Path) -> Result<()> {
+    let file = dir.join("website-v4.yaml");
+    std::fs::write(&file, website_v4(2))?;
+    let said = demo.control("apply", &file)?;
+    ensure!(
+        said.contains("Deployment default/website-v4 created"),
+        "{said}"
+    );
+    for _ in 0..2 {
+        demo.wait_line(Duration::from_secs(20), |l| {
+            l.contains("default/website-v4-") && l.contains("generic http on :8080")
+        })?;
+    }
+    wait_for_within("website v4 serving", Duration::from_secs(20), || {
+        Ok(demo
+            .curl("/", &["-H", "x-version: v4"])?
+            .1
+            .contains("\"v4\""))
+    })?;
+    let serving = v4_pods(demo)?;
+    let running = running_pods("website-v4-")?;
+    ensure!(running.len() == 2, "two replicas run: {running:?}");
+    ensure!(
+        serving == running.iter().cloned().collect(),
+        "both replicas serve: {serving:?}, running {running:?}"
+    );
+
+    std::fs::write(&file, website_v4(1))?;
+    ensure!(demo.control("apply", &file)?.contains("configured"));
+    demo.wait_line(Duration::from_secs(20), |l| {
+        l.contains("default/website-v4-") && l.contains("stopped")
+    })?;
+    let running = running_pods("website-v4-")?;
+    ensure!(running.len() == 1, "one replica left: {running:?}");
+    let serving = v4_pods(demo)?;
+    ensure!(
+        serving == running.iter().cloned().collect(),
+        "only the replica left serves: {serving:?}"
+    );
+
+    let said = demo.control("delete", &file)?;
+    ensure!(
+        said.contains("Deployment default/website-v4 deleted"),
+        "{said}"
+    );
+    demo.wait_line(Duration::from_secs(20), |l| {
+        l.contains("default/website-v4-") && l.contains("stopped")
+    })?;
+    ensure!(
+        running_pods("website-v4-")?.is_empty(),
+        "website v4 still runs"
+    );
+    wait_for_within("the --config route again", Duration::from_secs(20), || {
+        let (status, body) = demo.curl("/", &["-H", "x-version: v4"])?;
+        Ok(status == 200 && body.contains("\"v3\""))
+    })?;
     Ok(())
 }
 
